@@ -1,0 +1,78 @@
+"""The heartbeat_iot integration: HomeSync MQTT nodes with heartbeat-based availability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.helpers.typing import ConfigType
+
+from .const import DOMAIN, PLATFORMS
+from .hub import HomeSyncHub
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+@dataclass(slots=True)
+class HomeSyncData:
+    """Runtime objects of one config entry."""
+
+    hub: HomeSyncHub
+
+
+type HomeSyncConfigEntry = ConfigEntry[HomeSyncData]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Set up what is shared by all homes."""
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> bool:
+    """Set up one home."""
+    if not await mqtt.async_wait_for_mqtt_client(hass):
+        raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
+    hub = HomeSyncHub(hass, entry)
+    await hub.async_start()
+    entry.runtime_data = HomeSyncData(hub)
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
+    """Options changed: reload so every part picks them up."""
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> bool:
+    """Unload one home, leaving no subscription behind."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.hub.async_stop()
+    return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
+    """Delete the persisted node list with the entry."""
+    await HomeSyncHub(hass, entry).async_remove_store()
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: HomeSyncConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """Let the user delete a node's device; the hub forgets the node.
+
+    A node that is still publishing comes back (as a new device) on its next message.
+    The hub device of the home cannot be deleted on its own.
+    """
+    hub = entry.runtime_data.hub
+    node_id = hub.node_id_for_device(device)
+    if node_id is None:
+        return False
+    hub.async_forget_node(node_id)
+    return True

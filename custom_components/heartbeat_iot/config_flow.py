@@ -1,0 +1,220 @@
+"""Config flow: one entry per HomeSync home."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from homeassistant.components import mqtt
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+)
+from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
+import voluptuous as vol
+
+from .const import (
+    CONF_COMMAND_RETRIES,
+    CONF_COMMAND_TIMEOUT,
+    CONF_FLAP_TRANSITIONS,
+    CONF_FLAP_WINDOW,
+    CONF_HEARTBEAT_INTERVAL,
+    CONF_HOME_ID,
+    CONF_MAX_NODES,
+    CONF_MIN_TIMEOUT,
+    CONF_OFFLINE_RATIO,
+    CONF_TIMEOUT_MULTIPLIER,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+)
+from .protocol import DISCOVERY_TOPIC, ProtocolError, is_valid_id, parse_topic
+
+# How long the user step listens for retained birth messages to offer the homes it sees.
+SCAN_SECONDS = 2.0
+
+
+async def async_scan_home_ids(hass: HomeAssistant, seconds: float = SCAN_SECONDS) -> set[str]:
+    """Home ids whose nodes have a (retained) birth message on the broker."""
+    found: set[str] = set()
+
+    @callback
+    def collect(msg: mqtt.ReceiveMessage) -> None:
+        with contextlib.suppress(ProtocolError):
+            found.add(parse_topic(msg.topic).home_id)
+
+    unsubscribe = await mqtt.async_subscribe(hass, DISCOVERY_TOPIC, collect, qos=0, encoding=None)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        unsubscribe()
+    return found
+
+
+def _number(minimum: float, maximum: float, step: float, unit: str = "") -> NumberSelector:
+    config = NumberSelectorConfig(min=minimum, max=maximum, step=step, mode=NumberSelectorMode.BOX)
+    if unit:
+        config["unit_of_measurement"] = unit
+    return NumberSelector(config)
+
+
+OPTIONS_SCHEMA = vol.Schema(
+    {
+        vol.Required(CONF_HEARTBEAT_INTERVAL): _number(1, 3600, 1, "s"),
+        vol.Required(CONF_TIMEOUT_MULTIPLIER): _number(1.5, 20, 0.5),
+        vol.Required(CONF_MIN_TIMEOUT): _number(5, 86400, 1, "s"),
+        vol.Required(CONF_FLAP_TRANSITIONS): _number(2, 100, 1),
+        vol.Required(CONF_FLAP_WINDOW): _number(60, 86400, 1, "s"),
+        vol.Required(CONF_OFFLINE_RATIO): _number(0, 100, 0.5, "%"),
+        vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
+        vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
+        vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+    }
+)
+_INTEGER_OPTIONS = {
+    CONF_HEARTBEAT_INTERVAL,
+    CONF_MIN_TIMEOUT,
+    CONF_FLAP_TRANSITIONS,
+    CONF_FLAP_WINDOW,
+    CONF_COMMAND_RETRIES,
+    CONF_MAX_NODES,
+}
+
+
+class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Add a HomeSync home by hand or from MQTT discovery."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with nothing discovered."""
+        self._home_id: str | None = None
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Timeouts, thresholds and limits."""
+        return HomeSyncOptionsFlow()
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the home id, offering the homes seen on the broker."""
+        if not await mqtt.async_wait_for_mqtt_client(self.hass):
+            return self.async_abort(reason="mqtt_not_configured")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            home_id = user_input[CONF_HOME_ID].strip()
+            if not is_valid_id(home_id):
+                errors[CONF_HOME_ID] = "invalid_home_id"
+            else:
+                await self.async_set_unique_id(home_id)
+                self._abort_if_unique_id_configured()
+                return self._create(home_id)
+        configured = {entry.unique_id for entry in self._async_current_entries()}
+        seen = sorted(await async_scan_home_ids(self.hass) - configured)
+        return self.async_show_form(
+            step_id="user",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_HOME_ID, default=seen[0] if seen else ""): SelectSelector(
+                        SelectSelectorConfig(
+                            options=seen, custom_value=True, mode=SelectSelectorMode.DROPDOWN
+                        )
+                    )
+                }
+            ),
+            description_placeholders={"seen": ", ".join(seen) or "-"},
+            errors=errors,
+        )
+
+    async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
+        """A node's birth message revealed a home."""
+        try:
+            home_id = parse_topic(discovery_info.topic).home_id
+        except ProtocolError:
+            return self.async_abort(reason="invalid_discovery_info")
+        await self.async_set_unique_id(home_id)
+        self._abort_if_unique_id_configured()
+        self._home_id = home_id
+        self.context["title_placeholders"] = {"home_id": home_id}
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Let the user accept the discovered home."""
+        assert self._home_id is not None
+        if user_input is not None:
+            return self._create(self._home_id)
+        self._set_confirm_only()
+        return self.async_show_form(
+            step_id="confirm", description_placeholders={"home_id": self._home_id}
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Point the entry at another home id (e.g. the nodes were re-flashed with a new one)."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            home_id = user_input[CONF_HOME_ID].strip()
+            if not is_valid_id(home_id):
+                errors[CONF_HOME_ID] = "invalid_home_id"
+            else:
+                await self.async_set_unique_id(home_id)
+                if home_id != entry.unique_id:
+                    self._abort_if_unique_id_configured()
+                return self.async_update_reload_and_abort(
+                    entry,
+                    unique_id=home_id,
+                    title=_title(home_id),
+                    data_updates={CONF_HOME_ID: home_id},
+                )
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema({vol.Required(CONF_HOME_ID): str}), entry.data
+            ),
+            errors=errors,
+        )
+
+    def _create(self, home_id: str) -> ConfigFlowResult:
+        assert self.source != SOURCE_RECONFIGURE
+        return self.async_create_entry(
+            title=_title(home_id), data={CONF_HOME_ID: home_id}, options=dict(DEFAULT_OPTIONS)
+        )
+
+
+def _title(home_id: str) -> str:
+    return f"HomeSync {home_id}"
+
+
+class HomeSyncOptionsFlow(OptionsFlow):
+    """Tune availability, commands and limits."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """One form with every option."""
+        if user_input is not None:
+            options = {
+                key: int(value) if key in _INTEGER_OPTIONS else float(value)
+                for key, value in user_input.items()
+            }
+            return self.async_create_entry(data=options)
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, {**DEFAULT_OPTIONS, **self.config_entry.options}
+            ),
+        )

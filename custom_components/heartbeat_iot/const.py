@@ -1,0 +1,54 @@
+"""Constants for the heartbeat_iot integration."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from homeassistant.const import Platform
+
+DOMAIN: Final = "heartbeat_iot"
+MANUFACTURER: Final = "HomeSync"
+
+CONF_HOME_ID: Final = "home_id"
+
+# Options (all have defaults, so an entry without options behaves like the defaults).
+CONF_MAX_NODES: Final = "max_nodes"
+CONF_HEARTBEAT_INTERVAL: Final = "heartbeat_interval"
+CONF_TIMEOUT_MULTIPLIER: Final = "timeout_multiplier"
+CONF_MIN_TIMEOUT: Final = "min_timeout"
+CONF_FLAP_TRANSITIONS: Final = "flap_transitions"
+CONF_FLAP_WINDOW: Final = "flap_window"
+CONF_OFFLINE_RATIO: Final = "offline_ratio_threshold"
+CONF_COMMAND_TIMEOUT: Final = "command_timeout"
+CONF_COMMAND_RETRIES: Final = "command_retries"
+
+DEFAULT_MAX_NODES: Final = 256
+DEFAULT_HEARTBEAT_INTERVAL: Final = 30
+DEFAULT_TIMEOUT_MULTIPLIER: Final = 3.0
+DEFAULT_MIN_TIMEOUT: Final = 30
+DEFAULT_FLAP_TRANSITIONS: Final = 5
+DEFAULT_FLAP_WINDOW: Final = 600
+DEFAULT_OFFLINE_RATIO: Final = 10.0
+DEFAULT_COMMAND_TIMEOUT: Final = 5.0
+DEFAULT_COMMAND_RETRIES: Final = 3
+
+DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
+    CONF_MAX_NODES: DEFAULT_MAX_NODES,
+    CONF_HEARTBEAT_INTERVAL: DEFAULT_HEARTBEAT_INTERVAL,
+    CONF_TIMEOUT_MULTIPLIER: DEFAULT_TIMEOUT_MULTIPLIER,
+    CONF_MIN_TIMEOUT: DEFAULT_MIN_TIMEOUT,
+    CONF_FLAP_TRANSITIONS: DEFAULT_FLAP_TRANSITIONS,
+    CONF_FLAP_WINDOW: DEFAULT_FLAP_WINDOW,
+    CONF_OFFLINE_RATIO: DEFAULT_OFFLINE_RATIO,
+    CONF_COMMAND_TIMEOUT: DEFAULT_COMMAND_TIMEOUT,
+    CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
+}
+
+PLATFORMS: Final = [Platform.SENSOR]
+
+STORAGE_VERSION: Final = 1
+# Debounce for persisting node metadata: bursts of discovery write once.
+STORAGE_SAVE_DELAY: Final = 10
+
+# Issue ids in the repair registry.
+ISSUE_MAX_NODES: Final = "max_nodes_exceeded"
