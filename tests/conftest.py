@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 import json
+from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -22,8 +23,15 @@ HOME = "home1"
 
 
 @pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
-    """Let Home Assistant load integrations from ./custom_components in every test."""
+def auto_enable_custom_integrations(
+    enable_custom_integrations: None, hass: HomeAssistant, tmp_path: Path
+) -> None:
+    """Load integrations from ./custom_components; give each test its own config folder.
+
+    Setup installs the blueprint into the config folder, which by default is a folder
+    inside the installed test harness.
+    """
+    hass.config.config_dir = str(tmp_path)
 
 
 @pytest.fixture

@@ -191,17 +191,17 @@ def test_data_description_keys_exist_in_data() -> None:
 
 
 def _string_constants(tree: ast.AST, keyword: str) -> set[str]:
+    """String literals passed as `keyword=` or assigned to `_attr_<keyword>`."""
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == keyword:
-            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                found.add(node.value.value)
-        if isinstance(node, ast.Assign) and any(
+        passed = isinstance(node, ast.keyword) and node.arg == keyword
+        assigned = isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Attribute) and target.attr == f"_attr_{keyword}"
             for target in node.targets
-        ):
-            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                found.add(node.value.value)
+        )
+        value = getattr(node, "value", None) if passed or assigned else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found.add(value.value)
     return found
 
 
@@ -265,10 +265,12 @@ def _sources() -> dict[str, str]:
 CLAIM_CHECKS = {
     "runtime-data": lambda src: all("hass.data[DOMAIN]" not in text for text in src.values()),
     "config-flow": lambda src: MANIFEST["config_flow"] and "config_flow.py" in src,
-    "diagnostics": lambda src: "async_get_config_entry_diagnostics" in src.get("diagnostics.py", ""),
+    "diagnostics": lambda src: "async_get_config_entry_diagnostics" in src["diagnostics.py"],
     "reconfiguration-flow": lambda src: "async_step_reconfigure" in src["config_flow.py"],
     "integration-owner": lambda src: bool(MANIFEST["codeowners"]),
-    "discovery": lambda src: bool(MANIFEST.get("mqtt")) and "async_step_mqtt" in src["config_flow.py"],
+    "discovery": lambda src: (
+        bool(MANIFEST.get("mqtt")) and "async_step_mqtt" in src["config_flow.py"]
+    ),
     "common-modules": lambda src: "entity.py" in src,
     "stale-devices": lambda src: "async_remove_config_entry_device" in src["__init__.py"],
     "repair-issues": lambda src: "async_create_issue" in "".join(src.values()),

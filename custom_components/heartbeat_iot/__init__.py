@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
@@ -11,8 +12,10 @@ from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
+from .blueprint import async_install_blueprint
 from .const import DOMAIN, PLATFORMS
 from .hub import HomeSyncHub
+from .services import async_setup_services
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -22,6 +25,9 @@ class HomeSyncData:
     """Runtime objects of one config entry."""
 
     hub: HomeSyncHub
+    # The options the hub runs with: entry updates that leave them alone (e.g. MQTT
+    # discovery recording a discovery key for every node's birth) must not reload.
+    options: dict[str, Any]
 
 
 type HomeSyncConfigEntry = ConfigEntry[HomeSyncData]
@@ -29,6 +35,8 @@ type HomeSyncConfigEntry = ConfigEntry[HomeSyncData]
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Set up what is shared by all homes."""
+    async_setup_services(hass)
+    await async_install_blueprint(hass)
     return True
 
 
@@ -38,7 +46,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> 
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
     hub = HomeSyncHub(hass, entry)
     await hub.async_start()
-    entry.runtime_data = HomeSyncData(hub)
+    entry.runtime_data = HomeSyncData(hub, dict(entry.options))
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
@@ -46,7 +54,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> 
 
 async def _async_options_updated(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
     """Options changed: reload so every part picks them up."""
-    await hass.config_entries.async_reload(entry.entry_id)
+    if dict(entry.options) != entry.runtime_data.options:
+        await hass.config_entries.async_reload(entry.entry_id)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> bool:

@@ -44,11 +44,15 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
 }
 
-PLATFORMS: Final = [Platform.SENSOR]
+PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
 
 STORAGE_VERSION: Final = 1
 # Debounce for persisting node metadata: bursts of discovery write once.
 STORAGE_SAVE_DELAY: Final = 10
+
+# Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping> (see hub.event_type).
+EVENT_COMMAND_COMPLETED: Final = f"{DOMAIN}_command_completed"
+EVENT_COMMAND_FAILED: Final = f"{DOMAIN}_command_failed"
 
 # Issue ids in the repair registry.
 ISSUE_MAX_NODES: Final = "max_nodes_exceeded"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 import logging
+import math
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -13,24 +15,31 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_track_point_in_utc_time
 from homeassistant.helpers.storage import Store
+from homeassistant.util import dt as dt_util
 from homeassistant.util.signal_type import SignalType
 
 from .const import (
+    CONF_FLAP_TRANSITIONS,
+    CONF_FLAP_WINDOW,
+    CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
     CONF_MAX_NODES,
-    DEFAULT_MAX_NODES,
+    CONF_MIN_TIMEOUT,
+    CONF_OFFLINE_RATIO,
+    CONF_TIMEOUT_MULTIPLIER,
+    DEFAULT_OPTIONS,
     DOMAIN,
     ISSUE_MAX_NODES,
     MANUFACTURER,
     STORAGE_SAVE_DELAY,
     STORAGE_VERSION,
 )
+from .control import NodeControl
 from .logutil import RateLimitedLogger
 from .protocol import (
     MIN_QUALITY,
-    STATUS_SCHEMAS,
-    TELEMETRY_SCHEMA,
     Category,
     MetricSpec,
     ProtocolError,
@@ -39,15 +48,29 @@ from .protocol import (
     metric_spec,
     normalize_value,
     parse_topic,
+    schema_for,
     subscription_topic,
     truncate,
     validate,
 )
+from .tracker import (
+    Availability,
+    HeartbeatTracker,
+    NodeStatus,
+    Outcome,
+    TrackerEvent,
+    TrackerSettings,
+)
 
 _LOGGER = logging.getLogger(__package__)
 
-# Entity keys a node always has, besides one per metric.
+# Listener keys besides one per metric. STATUS: the node's availability/health changed.
 KEY_FIRMWARE = "firmware"
+KEY_STATUS = "status"
+KEY_LAST_SEEN = "last_seen"
+KEY_RELAY = "relay"
+# Listener "node id" of the home's own (fleet) entities; node ids are never empty.
+HUB = ""
 
 
 @dataclass(slots=True)
@@ -59,6 +82,8 @@ class NodeData:
     values: dict[str, float] = field(default_factory=dict)
     firmware: str | None = None
     device_id: str | None = None
+    logged_state: Availability | None = None
+    relay: str | None = None  # "on" / "off" as last reported by status/relay
 
 
 def node_identifier(home_id: str, node_id: str) -> tuple[str, str]:
@@ -76,7 +101,30 @@ def signal_new_metric(entry_id: str) -> SignalType[str, str]:
     return SignalType(f"{DOMAIN}_new_metric_{entry_id}")
 
 
+def signal_new_node(entry_id: str) -> SignalType[str]:
+    """Dispatcher signal: a node was discovered (its per-node entities can be added)."""
+    return SignalType(f"{DOMAIN}_new_node_{entry_id}")
+
+
+def tracker_settings(options: dict[str, Any]) -> TrackerSettings:
+    """Tracker settings from the entry options (defaults for anything missing)."""
+    merged = {**DEFAULT_OPTIONS, **options}
+    return TrackerSettings(
+        default_interval=float(merged[CONF_HEARTBEAT_INTERVAL]),
+        multiplier=float(merged[CONF_TIMEOUT_MULTIPLIER]),
+        min_timeout=float(merged[CONF_MIN_TIMEOUT]),
+        flap_transitions=int(merged[CONF_FLAP_TRANSITIONS]),
+        flap_window=float(merged[CONF_FLAP_WINDOW]),
+    )
+
+
+def event_type(kind: str) -> str:
+    """Bus event type for a node event kind (online, offline, rebooted, flapping)."""
+    return f"{DOMAIN}_node_{kind}"
+
+
 type UpdateListener = Callable[[], None]
+type EventListener = Callable[[TrackerEvent], None]
 
 
 class HomeSyncHub:
@@ -92,16 +140,58 @@ class HomeSyncHub:
             hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}"
         )
         self._listeners: dict[tuple[str, str], list[UpdateListener]] = {}
-        self._unsubscribe: CALLBACK_TYPE | None = None
+        self._event_listeners: dict[str, list[EventListener]] = {}
+        self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
         self._cap_reported = False
+        self._save_pending = False
+        self.tracker = HeartbeatTracker(tracker_settings(dict(entry.options)), self._now)
+        self._timer: CALLBACK_TYPE | None = None
+        self._timer_due: float | None = None
+        # Commands, confirmations and the offline queue (DESIGN §4).
+        self.control = NodeControl(hass, self)
+
+    @staticmethod
+    def _now() -> float:
+        return dt_util.utcnow().timestamp()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
     def max_nodes(self) -> int:
         """The node cap from the options."""
-        return int(self.entry.options.get(CONF_MAX_NODES, DEFAULT_MAX_NODES))
+        return int(self.entry.options.get(CONF_MAX_NODES, DEFAULT_OPTIONS[CONF_MAX_NODES]))
+
+    @property
+    def offline_ratio_threshold(self) -> float:
+        """Percentage of offline nodes above which the fleet is degraded."""
+        return float(
+            self.entry.options.get(CONF_OFFLINE_RATIO, DEFAULT_OPTIONS[CONF_OFFLINE_RATIO])
+        )
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether Home Assistant's own MQTT link is up (else we cannot know anything)."""
+        return self.tracker.broker_connected
+
+    def node_status(self, node_id: str) -> NodeStatus | None:
+        """The tracker's view of a node."""
+        return self.tracker.status(node_id)
+
+    def node_online(self, node_id: str) -> bool:
+        """True when the broker is up and the node is online: telemetry/relay are trustworthy."""
+        status = self.tracker.status(node_id)
+        return self.broker_connected and status is not None and status.state is Availability.ONLINE
+
+    def fleet_counts(self) -> tuple[int, int]:
+        """(online, offline) nodes of this home."""
+        return self.tracker.counts()
+
+    def offline_ratio(self) -> float:
+        """Offline nodes as a percentage of all nodes (0 for an empty home)."""
+        online, offline = self.tracker.counts()
+        total = online + offline
+        return 100.0 * offline / total if total else 0.0
 
     @property
     def hub_device_info(self) -> DeviceInfo:
@@ -132,19 +222,28 @@ class HomeSyncHub:
         dev_reg.async_get_or_create(config_entry_id=self.entry.entry_id, **self.hub_device_info)
         for node in self.nodes.values():
             self._register_device(node)
-        self._unsubscribe = await mqtt.async_subscribe(
-            self.hass,
-            subscription_topic(self.home_id),
-            self._async_on_message,
-            qos=1,
-            encoding=None,
+        # Broker state first: a restart while the broker is unreachable must not expire anyone.
+        self.tracker.set_broker_connected(mqtt.is_connected(self.hass))
+        self._unsubscribe.append(
+            mqtt.async_subscribe_connection_status(self.hass, self._async_on_connection)
         )
+        self._unsubscribe.append(
+            await mqtt.async_subscribe(
+                self.hass,
+                subscription_topic(self.home_id),
+                self._async_on_message,
+                qos=1,
+                encoding=None,
+            )
+        )
+        self._schedule_timer()
 
     async def async_stop(self) -> None:
-        """Unsubscribe and write what is pending."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        """Unsubscribe, stop the timer and write what is pending."""
+        while self._unsubscribe:
+            self._unsubscribe.pop()()
+        self._cancel_timer()
+        self.control.stop()
         await self._store.async_save(self._data_to_save())
 
     async def async_remove_store(self) -> None:
@@ -168,9 +267,118 @@ class HomeSyncHub:
         return remove
 
     @callback
+    def async_add_event_listener(self, node_id: str, listener: EventListener) -> CALLBACK_TYPE:
+        """Call `listener` with each event fired for the node; returns the remover."""
+        listeners = self._event_listeners.setdefault(node_id, [])
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    @callback
     def _notify(self, node_id: str, key: str) -> None:
         for listener in self._listeners.get((node_id, key), ()):
             listener()
+
+    # --- availability (tracker) -----------------------------------------------------------
+
+    @callback
+    def _async_on_connection(self, connected: bool) -> None:
+        """Home Assistant's MQTT link went up or down: every entity's availability changes."""
+        if connected == self.tracker.broker_connected:
+            return
+        _LOGGER.info(
+            "MQTT broker %s: HomeSync nodes of %s are %s",
+            "connected" if connected else "disconnected",
+            self.home_id,
+            "tracked again after a grace period" if connected else "unavailable until it returns",
+        )
+        self._apply(self.tracker.set_broker_connected(connected))
+        for node_id in self.nodes:
+            self._notify(node_id, KEY_STATUS)
+        self._notify(HUB, KEY_STATUS)
+
+    @callback
+    def _apply(self, outcome: Outcome) -> None:
+        """Write what the tracker says changed, fire its events, re-arm the deadline timer."""
+        if outcome.changed:
+            for node_id in outcome.changed:
+                came_online = self._log_transition(node_id)
+                self._notify(node_id, KEY_STATUS)
+                if came_online:
+                    self.control.node_online(node_id)
+            self._notify(HUB, KEY_STATUS)
+            self._schedule_save()
+        for event in outcome.events:
+            self._fire(event)
+        self._schedule_timer()
+
+    def _log_transition(self, node_id: str) -> bool:
+        """Log once when a node becomes unavailable and once when it is back.
+
+        Returns True when the node just became online (the offline queue is sent then).
+        """
+        node = self.nodes.get(node_id)
+        status = self.tracker.status(node_id)
+        if node is None or status is None or node.logged_state is status.state:
+            return False
+        if status.state is Availability.OFFLINE and node.logged_state is not None:
+            _LOGGER.info(
+                "HomeSync node %s/%s is offline (%s)", self.home_id, node_id, status.reason
+            )
+        elif status.state is Availability.ONLINE and node.logged_state is Availability.OFFLINE:
+            _LOGGER.info("HomeSync node %s/%s is back online", self.home_id, node_id)
+        node.logged_state = status.state
+        return status.state is Availability.ONLINE
+
+    def _fire(self, event: TrackerEvent) -> None:
+        node = self.nodes.get(event.node_id)
+        self.hass.bus.async_fire(
+            event_type(event.type),
+            {
+                "device_id": node.device_id if node else None,
+                "home_id": self.home_id,
+                "node_id": event.node_id,
+                "reason": event.reason,
+            },
+        )
+        for listener in self._event_listeners.get(event.node_id, ()):
+            listener(event)
+
+    def _schedule_timer(self) -> None:
+        """Keep ONE timer armed at the tracker's earliest deadline (DESIGN §3 cost rule)."""
+        due = self.tracker.next_deadline()
+        if due is None:
+            self._cancel_timer()
+            return
+        if self._timer_due is not None and self._timer_due <= due:
+            return  # already armed early enough; the tracker re-checks lazily
+        self._cancel_timer()
+        self._timer_due = due
+        # Silence needs `now > deadline`, but datetimes have microsecond resolution: a timer at
+        # the rounded deadline would find nothing due and re-arm at the same instant. Firing on
+        # the next millisecond keeps detection within timeout + 1 ms.
+        fire_at = math.floor(due * 1000) / 1000 + 0.001
+        self._timer = async_track_point_in_utc_time(
+            self.hass, self._async_on_timer, dt_util.utc_from_timestamp(fire_at)
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer()
+        self._timer = None
+        self._timer_due = None
+
+    @callback
+    def _async_on_timer(self, _now: datetime) -> None:
+        self._timer = None
+        self._timer_due = None
+        self._apply(self.tracker.tick())
+
+    @callback
+    def async_set_timeout_override(self, node_id: str, seconds: float | None) -> None:
+        """Per-node silence timeout (None: back to the computed one)."""
+        self._apply(self.tracker.set_timeout_override(node_id, seconds))
+        self._notify(node_id, KEY_STATUS)
+        self._schedule_save()
 
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
 
@@ -198,19 +406,42 @@ class HomeSyncHub:
             )
 
     def _route(self, topic: Topic, payload: dict[str, Any], *, retained: bool) -> None:
+        # Validate before discovery: garbage must not create a device.
+        schema = schema_for(topic)
+        data = validate(schema, payload) if schema is not None else payload
+        if (node := self._node(topic.node_id)) is None:
+            return
+        # Availability first, so entities written below already see the node online.
+        self._apply(self._track(topic, data, retained=retained))
+        if not retained:
+            self._notify(node.node_id, KEY_LAST_SEEN)
+            self._schedule_save()
         if topic.category is Category.TELEMETRY:
-            data = validate(TELEMETRY_SCHEMA, payload)
-            if (node := self._node(topic.node_id)) is not None:
-                self._handle_metric(node, topic.name, data)
-            return
-        if topic.category is Category.STATUS:
-            schema = STATUS_SCHEMAS.get(topic.name)
-            data = validate(schema, payload) if schema is not None else payload
-            if (node := self._node(topic.node_id)) is not None:
-                self._handle_status(node, topic.name, data)
-            return
-        # Responses are matched to commands elsewhere; here they only discover the node.
-        self._node(topic.node_id)
+            self._handle_metric(node, topic.name, data)
+        elif topic.category is Category.STATUS:
+            self._handle_status(node, topic.name, data)
+        elif topic.category is Category.RESPONSE and topic.name == "command" and not retained:
+            self.control.handle_response(node.node_id, data)
+
+    def _track(self, topic: Topic, data: dict[str, Any], *, retained: bool) -> Outcome:
+        node_id = topic.node_id
+        if topic.category is Category.STATUS and topic.name == "online":
+            return self.tracker.on_online_status(
+                node_id,
+                data["online"],
+                reason=data.get("reason", ""),
+                uptime=data.get("uptime"),
+                retained=retained,
+            )
+        if topic.category is Category.STATUS and topic.name == "heartbeat":
+            return self.tracker.on_heartbeat(
+                node_id,
+                seq=data["seq"],
+                uptime=data["uptime"],
+                interval=data.get("interval"),
+                retained=retained,
+            )
+        return self.tracker.on_message(node_id, retained=retained)
 
     def _handle_metric(self, node: NodeData, key: str, data: dict[str, Any]) -> None:
         quality = data.get("quality")
@@ -233,6 +464,10 @@ class HomeSyncHub:
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
         if name == "rssi":
             self._handle_metric(node, "rssi", data)
+        elif name == "relay":
+            if node.relay != data["state"]:
+                node.relay = data["state"]
+                self._notify(node.node_id, KEY_RELAY)
         elif name == "firmware":
             self._set_firmware(node, data["version"])
         elif name == "online" and (firmware := data.get("firmware")):
@@ -261,6 +496,7 @@ class HomeSyncHub:
         self._register_device(node)
         self._schedule_save()
         _LOGGER.info("Discovered HomeSync node %s in home %s", node_id, self.home_id)
+        async_dispatcher_send(self.hass, signal_new_node(self.entry.entry_id), node_id)
         return node
 
     def _register_device(self, node: NodeData) -> None:
@@ -298,6 +534,10 @@ class HomeSyncHub:
         """Drop a node (its device was removed in the UI); it returns on its next message."""
         if self.nodes.pop(node_id, None) is None:
             return
+        self.tracker.forget(node_id)
+        self.control.forget(node_id)
+        self._schedule_timer()
+        self._notify(HUB, KEY_STATUS)
         self._schedule_save()
         if self._cap_reported and len(self.nodes) < self.max_nodes:
             self._cap_reported = False
@@ -317,6 +557,11 @@ class HomeSyncHub:
         nodes = stored.get("nodes")
         if not isinstance(nodes, dict):
             return
+        tracked = stored.get("tracker")
+        if isinstance(tracked, dict):
+            # DESIGN §3 rule 6: recent last_seen => online with the remaining deadline.
+            self.tracker.restore({k: v for k, v in tracked.items() if k in nodes})
+        self.control.restore(stored.get("control"))
         for node_id, raw in nodes.items():
             if not isinstance(node_id, str) or not isinstance(raw, dict):
                 continue
@@ -326,8 +571,13 @@ class HomeSyncHub:
                 for key, unit in metrics.items():
                     node.metrics[key] = metric_spec(key, unit)
             self.nodes[node_id] = node
+            if (status := self.tracker.status(node_id)) is not None:
+                node.logged_state = status.state
+            else:  # stored before the tracker existed: known, but not seen yet
+                self.tracker.on_message(node_id, retained=True)
 
     def _data_to_save(self) -> dict[str, Any]:
+        self._save_pending = False
         return {
             "nodes": {
                 node.node_id: {
@@ -335,9 +585,23 @@ class HomeSyncHub:
                     "metrics": {key: spec.unit for key, spec in node.metrics.items()},
                 }
                 for node in self.nodes.values()
-            }
+            },
+            "tracker": self.tracker.export(),
+            "control": self.control.export(),
         }
 
     @callback
+    def schedule_save(self) -> None:
+        """Persist soon (for parts of the hub such as the offline queue)."""
+        self._schedule_save()
+
+    @callback
     def _schedule_save(self) -> None:
-        self._store.async_delay_save(self._data_to_save, STORAGE_SAVE_DELAY)
+        """Write at most once per delay, however many messages arrive.
+
+        Store.async_delay_save re-arms its timer on every call, so calling it per heartbeat
+        would postpone the write for as long as traffic flows (and cost a timer per message).
+        """
+        if not self._save_pending:
+            self._save_pending = True
+            self._store.async_delay_save(self._data_to_save, STORAGE_SAVE_DELAY)

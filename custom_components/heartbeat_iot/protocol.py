@@ -219,6 +219,17 @@ STATUS_SCHEMAS: Final[dict[str, vol.Schema]] = {
 RESPONSE_SCHEMAS: Final[dict[str, vol.Schema]] = {"command": RESPONSE_SCHEMA}
 
 
+def schema_for(topic: Topic) -> vol.Schema | None:
+    """The payload schema of a topic (None: a name we do not interpret, e.g. response/ota)."""
+    if topic.category is Category.TELEMETRY:
+        return TELEMETRY_SCHEMA
+    if topic.category is Category.STATUS:
+        return STATUS_SCHEMAS.get(topic.name)
+    if topic.category is Category.RESPONSE:
+        return RESPONSE_SCHEMAS.get(topic.name)
+    return None
+
+
 def validate(schema: vol.Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate against a schema, turning voluptuous errors into ProtocolError."""
     try:

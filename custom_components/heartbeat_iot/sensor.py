@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
 from homeassistant.components.sensor import (
     RestoreSensor,
     SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
     SensorStateClass,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import PERCENTAGE, EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.typing import StateType
+from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
-from .entity import HomeSyncNodeEntity
-from .hub import HomeSyncHub, signal_new_metric
+from .entity import HomeSyncHubEntity, HomeSyncNodeEntity
+from .hub import KEY_LAST_SEEN, HomeSyncHub, signal_new_metric, signal_new_node
 from .protocol import METRICS, MetricSpec
+from .tracker import NodeStatus
 
 # Entities only write state on push; Home Assistant need not serialise updates.
 PARALLEL_UPDATES = 0
@@ -43,6 +52,135 @@ async def async_setup_entry(
     entry.async_on_unload(
         async_dispatcher_connect(hass, signal_new_metric(entry.entry_id), add_metric)
     )
+
+    @callback
+    def add_node(node_id: str) -> None:
+        async_add_entities(HealthSensor(hub, node_id, desc) for desc in HEALTH_SENSORS)
+
+    for node_id in hub.nodes:
+        add_node(node_id)
+    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+    async_add_entities(FleetSensor(hub, desc) for desc in FLEET_SENSORS)
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return None if value is None else dt_util.utc_from_timestamp(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthSensorDescription(SensorEntityDescription):
+    """A diagnostic sensor computed from the tracker's view of a node."""
+
+    value_fn: Callable[[NodeStatus], StateType | datetime]
+    # Listener key whose notifications change the value (besides the node's status).
+    listen_key: str | None = None
+
+
+HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
+    HealthSensorDescription(
+        key=KEY_LAST_SEEN,
+        translation_key=KEY_LAST_SEEN,
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        # Written on every message: off by default; the connectivity sensor carries the
+        # last_seen of its last transition for everyone else.
+        entity_registry_enabled_default=False,
+        value_fn=lambda status: _timestamp(status.last_seen),
+        listen_key=KEY_LAST_SEEN,
+    ),
+    HealthSensorDescription(
+        key="last_boot",
+        translation_key="last_boot",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda status: _timestamp(status.last_boot),
+    ),
+    HealthSensorDescription(
+        key="reboots",
+        translation_key="reboots",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda status: status.reboots,
+    ),
+    HealthSensorDescription(
+        key="link_quality",
+        translation_key="link_quality",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=0,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda status: (
+            None if status.link_quality is None else round(status.link_quality, 1)
+        ),
+    ),
+)
+
+
+class HealthSensor(HomeSyncNodeEntity, SensorEntity):
+    """Last seen / last boot / reboots / link quality of a node (available while it is offline)."""
+
+    entity_description: HealthSensorDescription
+    _requires_online = False
+
+    def __init__(
+        self, hub: HomeSyncHub, node_id: str, description: HealthSensorDescription
+    ) -> None:
+        """One health value of one node."""
+        super().__init__(hub, node_id, description.key)
+        self.entity_description = description
+
+    @property
+    def native_value(self) -> StateType | datetime:
+        """Computed from the tracker on each write."""
+        status = self.hub.node_status(self.node_id)
+        return None if status is None else self.entity_description.value_fn(status)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetSensorDescription(SensorEntityDescription):
+    """A count or ratio over the home's nodes."""
+
+    value_fn: Callable[[HomeSyncHub], float | int]
+
+
+FLEET_SENSORS: tuple[FleetSensorDescription, ...] = (
+    FleetSensorDescription(
+        key="nodes_online",
+        translation_key="nodes_online",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda hub: hub.fleet_counts()[0],
+    ),
+    FleetSensorDescription(
+        key="nodes_offline",
+        translation_key="nodes_offline",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=lambda hub: hub.fleet_counts()[1],
+    ),
+    FleetSensorDescription(
+        key="offline_ratio",
+        translation_key="offline_ratio",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=1,
+        value_fn=lambda hub: round(hub.offline_ratio(), 2),
+    ),
+)
+
+
+class FleetSensor(HomeSyncHubEntity, SensorEntity):
+    """Nodes online / offline / offline ratio of a home."""
+
+    entity_description: FleetSensorDescription
+
+    def __init__(self, hub: HomeSyncHub, description: FleetSensorDescription) -> None:
+        """One fleet number of one home."""
+        super().__init__(hub, description.key)
+        self.entity_description = description
+
+    @property
+    def native_value(self) -> float | int:
+        """Computed from the tracker's counters (O(1))."""
+        return self.entity_description.value_fn(self.hub)
 
 
 class MetricSensor(HomeSyncNodeEntity, RestoreSensor):

@@ -1,0 +1,126 @@
+"""Connectivity and flapping per node, fleet degraded per home."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.binary_sensor import (
+    BinarySensorDeviceClass,
+    BinarySensorEntity,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util import dt as dt_util
+
+from . import HomeSyncConfigEntry
+from .entity import HomeSyncHubEntity, HomeSyncNodeEntity
+from .hub import HomeSyncHub, signal_new_node
+from .tracker import Availability
+
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: HomeSyncConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Per-node sensors for known nodes now and for new nodes on discovery."""
+    hub = entry.runtime_data.hub
+    async_add_entities([FleetDegradedSensor(hub)])
+
+    @callback
+    def add_node(node_id: str) -> None:
+        async_add_entities([ConnectivitySensor(hub, node_id), FlappingSensor(hub, node_id)])
+
+    for node_id in hub.nodes:
+        add_node(node_id)
+    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+
+
+class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
+    """On while the node proves it is alive; shows offline (not unavailable) when it is not."""
+
+    _attr_device_class = BinarySensorDeviceClass.CONNECTIVITY
+    _attr_translation_key = "connectivity"
+    _requires_online = False
+    # last_seen is refreshed with every state write only (transitions, reason or timeout
+    # changes), so heartbeats do not churn the state machine; keep it out of the recorder.
+    _unrecorded_attributes = frozenset({"last_seen"})
+
+    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+        """Connectivity of one node."""
+        super().__init__(hub, node_id, "connectivity")
+
+    @property
+    def is_on(self) -> bool | None:
+        """Online according to the heartbeat tracker."""
+        status = self.hub.node_status(self.node_id)
+        return None if status is None else status.state is Availability.ONLINE
+
+    def _shown(self) -> tuple[object, ...]:
+        # last_seen alone does not warrant a write (it moves with every heartbeat).
+        status = self.hub.node_status(self.node_id)
+        detail = None if status is None else (status.reason, status.timeout)
+        return (*super()._shown(), detail)
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Why the node is in this state, when it was last heard from, and its timeout."""
+        status = self.hub.node_status(self.node_id)
+        if status is None:
+            return {}
+        return {
+            "reason": status.reason,
+            "last_seen": (
+                dt_util.utc_from_timestamp(status.last_seen).isoformat()
+                if status.last_seen is not None
+                else None
+            ),
+            "timeout": status.timeout,
+        }
+
+
+class FlappingSensor(HomeSyncNodeEntity, BinarySensorEntity):
+    """On while the node flaps between online and offline (its events are muted then)."""
+
+    _attr_device_class = BinarySensorDeviceClass.PROBLEM
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_translation_key = "flapping"
+    _requires_online = False
+
+    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+        """Flapping flag of one node."""
+        super().__init__(hub, node_id, "flapping")
+
+    @property
+    def is_on(self) -> bool | None:
+        """Flagged by the tracker's flap damping."""
+        status = self.hub.node_status(self.node_id)
+        return None if status is None else status.flapping
+
+
+class FleetDegradedSensor(HomeSyncHubEntity, BinarySensorEntity):
+    """On when more than the configured share of the home's nodes is offline."""
+
+    _attr_device_class = BinarySensorDeviceClass.PROBLEM
+    _attr_translation_key = "fleet_degraded"
+
+    def __init__(self, hub: HomeSyncHub) -> None:
+        """Fleet health of one home."""
+        super().__init__(hub, "fleet_degraded")
+
+    @property
+    def is_on(self) -> bool:
+        """Offline ratio strictly above the threshold."""
+        return self.hub.offline_ratio() > self.hub.offline_ratio_threshold
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """The numbers behind the verdict."""
+        return {
+            "offline_ratio": round(self.hub.offline_ratio(), 2),
+            "threshold": self.hub.offline_ratio_threshold,
+        }

@@ -1,0 +1,67 @@
+"""Service actions, registered once in async_setup (quality scale: action-setup)."""
+
+from __future__ import annotations
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import ATTR_DEVICE_ID
+from homeassistant.core import HomeAssistant, ServiceCall, callback
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv, device_registry as dr
+import voluptuous as vol
+
+from .const import DOMAIN
+from .hub import HomeSyncHub
+
+SERVICE_SET_NODE_TIMEOUT = "set_node_timeout"
+ATTR_TIMEOUT = "timeout"
+
+SET_NODE_TIMEOUT_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_DEVICE_ID): cv.string,
+        # 0 clears the override (back to max(min timeout, multiplier × interval)).
+        vol.Required(ATTR_TIMEOUT): vol.All(vol.Coerce(float), vol.Range(min=0, max=7 * 86400)),
+    }
+)
+
+
+def resolve_node(hass: HomeAssistant, device_id: str) -> tuple[HomeSyncHub, str]:
+    """The loaded hub and node id behind a device id, or a translated validation error."""
+    device = dr.async_get(hass).async_get(device_id)
+    if device is None:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_device",
+            translation_placeholders={"device_id": device_id},
+        )
+    for entry_id in device.config_entries:
+        entry = hass.config_entries.async_get_entry(entry_id)
+        if entry is None or entry.domain != DOMAIN:
+            continue
+        if entry.state is not ConfigEntryState.LOADED:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="entry_not_loaded",
+                translation_placeholders={"title": entry.title},
+            )
+        hub: HomeSyncHub = entry.runtime_data.hub
+        if (node_id := hub.node_id_for_device(device)) is not None:
+            return hub, node_id
+    raise ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="unknown_device",
+        translation_placeholders={"device_id": device_id},
+    )
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the integration's service actions."""
+
+    async def set_node_timeout(call: ServiceCall) -> None:
+        hub, node_id = resolve_node(hass, call.data[ATTR_DEVICE_ID])
+        seconds = call.data[ATTR_TIMEOUT]
+        hub.async_set_timeout_override(node_id, seconds or None)
+
+    hass.services.async_register(
+        DOMAIN, SERVICE_SET_NODE_TIMEOUT, set_node_timeout, schema=SET_NODE_TIMEOUT_SCHEMA
+    )
