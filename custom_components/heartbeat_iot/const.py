@@ -44,11 +44,19 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
 }
 
-PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR]
+PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
 
 STORAGE_VERSION: Final = 1
 # Debounce for persisting node metadata: bursts of discovery write once.
 STORAGE_SAVE_DELAY: Final = 10
+
+# Hub listener keys besides one per metric: what changed for a node (KEY_STATUS is also
+# announced for the home's fleet entities).
+KEY_STATUS: Final = "status"  # availability / health
+KEY_FIRMWARE: Final = "firmware"
+KEY_LAST_SEEN: Final = "last_seen"  # every live message
+KEY_RELAY: Final = "relay"
+KEY_LED: Final = "led"
 
 # Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping> (see hub.event_type).
 EVENT_COMMAND_COMPLETED: Final = f"{DOMAIN}_command_completed"

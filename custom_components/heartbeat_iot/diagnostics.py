@@ -17,7 +17,7 @@ TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: HomeSyncConfigEntry
 ) -> dict[str, Any]:
-    """Entry, options and per-node state."""
+    """Entry, options, per-node state, pending commands and the offline queue."""
     hub = entry.runtime_data.hub
     return async_redact_data(
         {
@@ -32,6 +32,8 @@ async def async_get_config_entry_diagnostics(
                 }
                 for node in hub.nodes.values()
             },
+            # Commands waiting for confirmation and the offline queue (DESIGN §4).
+            "control": hub.control.diagnostics(),
         },
         TO_REDACT,
     )

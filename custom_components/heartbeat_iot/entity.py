@@ -5,7 +5,8 @@ from __future__ import annotations
 from homeassistant.core import callback
 from homeassistant.helpers.entity import Entity
 
-from .hub import HUB, KEY_STATUS, HomeSyncHub
+from .const import KEY_STATUS
+from .hub import HUB, HomeSyncHub
 
 
 class HomeSyncEntity(Entity):

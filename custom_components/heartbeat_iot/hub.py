@@ -32,6 +32,10 @@ from .const import (
     DEFAULT_OPTIONS,
     DOMAIN,
     ISSUE_MAX_NODES,
+    KEY_FIRMWARE,
+    KEY_LAST_SEEN,
+    KEY_RELAY,
+    KEY_STATUS,
     MANUFACTURER,
     STORAGE_SAVE_DELAY,
     STORAGE_VERSION,
@@ -64,11 +68,6 @@ from .tracker import (
 
 _LOGGER = logging.getLogger(__package__)
 
-# Listener keys besides one per metric. STATUS: the node's availability/health changed.
-KEY_FIRMWARE = "firmware"
-KEY_STATUS = "status"
-KEY_LAST_SEEN = "last_seen"
-KEY_RELAY = "relay"
 # Listener "node id" of the home's own (fleet) entities; node ids are never empty.
 HUB = ""
 
@@ -274,9 +273,18 @@ class HomeSyncHub:
         return lambda: listeners.remove(listener)
 
     @callback
-    def _notify(self, node_id: str, key: str) -> None:
+    def async_notify(self, node_id: str, key: str) -> None:
+        """Tell the entities listening on (node, key) that what they show may have changed."""
         for listener in self._listeners.get((node_id, key), ()):
             listener()
+
+    @callback
+    def async_set_relay(self, node_id: str, state: str) -> None:
+        """The relay is in `state` ("on"/"off"), as reported or confirmed by the node."""
+        node = self.nodes.get(node_id)
+        if node is not None and node.relay != state:
+            node.relay = state
+            self.async_notify(node_id, KEY_RELAY)
 
     # --- availability (tracker) -----------------------------------------------------------
 
@@ -293,8 +301,8 @@ class HomeSyncHub:
         )
         self._apply(self.tracker.set_broker_connected(connected))
         for node_id in self.nodes:
-            self._notify(node_id, KEY_STATUS)
-        self._notify(HUB, KEY_STATUS)
+            self.async_notify(node_id, KEY_STATUS)
+        self.async_notify(HUB, KEY_STATUS)
 
     @callback
     def _apply(self, outcome: Outcome) -> None:
@@ -302,10 +310,10 @@ class HomeSyncHub:
         if outcome.changed:
             for node_id in outcome.changed:
                 came_online = self._log_transition(node_id)
-                self._notify(node_id, KEY_STATUS)
+                self.async_notify(node_id, KEY_STATUS)
                 if came_online:
                     self.control.node_online(node_id)
-            self._notify(HUB, KEY_STATUS)
+            self.async_notify(HUB, KEY_STATUS)
             self._schedule_save()
         for event in outcome.events:
             self._fire(event)
@@ -377,7 +385,7 @@ class HomeSyncHub:
     def async_set_timeout_override(self, node_id: str, seconds: float | None) -> None:
         """Per-node silence timeout (None: back to the computed one)."""
         self._apply(self.tracker.set_timeout_override(node_id, seconds))
-        self._notify(node_id, KEY_STATUS)
+        self.async_notify(node_id, KEY_STATUS)
         self._schedule_save()
 
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
@@ -414,7 +422,7 @@ class HomeSyncHub:
         # Availability first, so entities written below already see the node online.
         self._apply(self._track(topic, data, retained=retained))
         if not retained:
-            self._notify(node.node_id, KEY_LAST_SEEN)
+            self.async_notify(node.node_id, KEY_LAST_SEEN)
             self._schedule_save()
         if topic.category is Category.TELEMETRY:
             self._handle_metric(node, topic.name, data)
@@ -459,15 +467,13 @@ class HomeSyncHub:
                 self.hass, signal_new_metric(self.entry.entry_id), node.node_id, key
             )
         else:
-            self._notify(node.node_id, key)
+            self.async_notify(node.node_id, key)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
         if name == "rssi":
             self._handle_metric(node, "rssi", data)
         elif name == "relay":
-            if node.relay != data["state"]:
-                node.relay = data["state"]
-                self._notify(node.node_id, KEY_RELAY)
+            self.async_set_relay(node.node_id, data["state"])
         elif name == "firmware":
             self._set_firmware(node, data["version"])
         elif name == "online" and (firmware := data.get("firmware")):
@@ -480,7 +486,7 @@ class HomeSyncHub:
         self._schedule_save()
         if node.device_id is not None:
             dr.async_get(self.hass).async_update_device(node.device_id, sw_version=version)
-        self._notify(node.node_id, KEY_FIRMWARE)
+        self.async_notify(node.node_id, KEY_FIRMWARE)
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -537,7 +543,7 @@ class HomeSyncHub:
         self.tracker.forget(node_id)
         self.control.forget(node_id)
         self._schedule_timer()
-        self._notify(HUB, KEY_STATUS)
+        self.async_notify(HUB, KEY_STATUS)
         self._schedule_save()
         if self._cap_reported and len(self.nodes) < self.max_nodes:
             self._cap_reported = False

@@ -21,8 +21,9 @@ from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
+from .const import KEY_LAST_SEEN
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity
-from .hub import KEY_LAST_SEEN, HomeSyncHub, signal_new_metric, signal_new_node
+from .hub import HomeSyncHub, signal_new_metric, signal_new_node
 from .protocol import METRICS, MetricSpec
 from .tracker import NodeStatus
 
