@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
+from .tracker import NodeStatus
 
 # Nodes never send credentials, but a future option or a misbehaving node might.
 TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}
@@ -22,9 +25,18 @@ async def async_get_config_entry_diagnostics(
     return async_redact_data(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
+            "broker_connected": hub.broker_connected,
+            "fleet": {
+                "online": hub.fleet_counts()[0],
+                "offline": hub.fleet_counts()[1],
+                "offline_ratio": round(hub.offline_ratio(), 2),
+                "timer_heap_size": hub.tracker.heap_size,
+            },
             "nodes": {
                 node.node_id: {
                     "firmware": node.firmware,
+                    "relay": node.relay,
+                    "availability": _availability(hub.node_status(node.node_id)),
                     "metrics": {
                         key: {"unit": spec.unit, "value": node.values.get(key)}
                         for key, spec in node.metrics.items()
@@ -37,3 +49,15 @@ async def async_get_config_entry_diagnostics(
         },
         TO_REDACT,
     )
+
+
+def _availability(status: NodeStatus | None) -> dict[str, Any] | None:
+    """The tracker's view of a node, timestamps as ISO strings."""
+    if status is None:
+        return None
+    data = asdict(status)
+    for key in ("last_seen", "deadline", "last_boot"):
+        if data[key] is not None:
+            data[key] = dt_util.utc_from_timestamp(data[key]).isoformat()
+    data["state"] = str(status.state)
+    return data
