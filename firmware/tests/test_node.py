@@ -1,0 +1,290 @@
+"""Node logic: commands, idempotency, expiry, config, heartbeat, rebirth (both runtimes)."""
+
+import json
+
+from fakes import UNIX_NOW, FakeHAL, parsed
+
+from homesync import protocol
+from homesync.node import CACHE_SIZE, Node
+
+CONFIG = {"home_id": "home1", "node_id": "plug-1", "heartbeat_interval": 30}
+BASE = "homesync/home1/nodes/plug-1/"
+
+
+def make(hal=None, state=None, config=None):
+    hal = hal or FakeHAL()
+    cfg = {}
+    for key in config or CONFIG:
+        cfg[key] = (config or CONFIG)[key]
+    node = Node(hal, cfg, state if state is not None else hal.load_state(), "1.2.3")
+    node.boot()
+    return node, hal
+
+
+def cmd(name, action, rid, **extra):
+    body = {"action": action, "request_id": rid}
+    for key, value in extra.items():
+        body[key] = value
+    return BASE + "command/" + name, protocol.encode(body)
+
+
+def by_topic(msgs):
+    out = {}
+    for msg in msgs:
+        topic, obj, qos, retain = parsed(msg)
+        out[topic[len(BASE) :]] = (obj, qos, retain)
+    return out
+
+
+def test_boot_restores_relay_and_creates_stable_client_id():
+    hal = FakeHAL()
+    hal.state = {"relay": True}
+    node, hal = make(hal)
+    assert hal.relay is True
+    assert node.client_id() == "homesync_home1_plug-1_c0ffee"
+    assert hal.state["client_suffix"] == "c0ffee"
+    hal.random_hex = lambda n: "ffffff"
+    again, _ = make(hal)
+    assert again.client_id() == "homesync_home1_plug-1_c0ffee"  # persisted, not regenerated
+
+
+def test_relay_boot_modes():
+    hal = FakeHAL()
+    hal.state = {"relay": True}
+    cfg = {"home_id": "h", "node_id": "n", "relay_boot": "off"}
+    make(hal, config=cfg)
+    assert hal.relay is False
+
+
+def test_connect_messages_birth_first():
+    node, _ = make()
+    msgs = node.on_connected(rssi=-70)
+    topics = [m[0][len(BASE) :] for m in msgs]
+    assert topics == ["status/online", "status/relay", "status/firmware", "status/rssi"]
+    got = by_topic(msgs)
+    obj, qos, retain = got["status/online"]
+    assert obj["online"] is True
+    assert obj["reason"] == "boot"
+    assert obj["firmware"] == "1.2.3"
+    assert obj["timestamp"] == protocol.iso_utc(UNIX_NOW)
+    assert (qos, retain) == (1, True)
+    assert got["status/relay"][0]["source"] == "boot"
+    assert got["status/relay"][2] is True
+    assert got["status/rssi"] == ({"value": -70, "unit": "dBm"}, 1, False)
+    second = by_topic(node.on_connected())
+    assert second["status/online"][0]["reason"] == "reconnect"
+
+
+def test_will_and_shutdown():
+    node, _ = make()
+    topic, payload, qos, retain = node.will()
+    assert topic == BASE + "status/online"
+    assert json.loads(payload) == {"online": False, "reason": "unexpected_disconnect"}
+    assert (qos, retain) == (1, True)
+    obj = parsed(node.shutdown())[1]
+    assert obj["online"] is False
+    assert obj["reason"] == "shutdown"
+
+
+def test_relay_command_executes_and_confirms():
+    node, hal = make()
+    out, follow = node.handle(*cmd("relay", "on", "r1"))
+    assert follow is None
+    got = by_topic(out)
+    assert got["status/relay"][0]["state"] == "on"
+    assert got["status/relay"][0]["source"] == "command"
+    resp, qos, retain = got["response/command"]
+    assert resp["request_id"] == "r1"
+    assert resp["status"] == "success"
+    assert resp["result"] == "on"
+    assert (qos, retain) == (1, False)
+    assert out[-1][0].endswith("response/command")  # state first, then the confirmation
+    assert hal.relay is True
+    assert hal.state["relay"] is True
+
+
+def test_duplicate_request_id_is_not_executed_twice():
+    node, hal = make()
+    node.handle(*cmd("relay", "toggle", "dup-1"))
+    assert hal.relay is True
+    changes = hal.relay_changes
+    out, _ = node.handle(*cmd("relay", "toggle", "dup-1"))
+    assert hal.relay is True  # a second toggle would have switched it off
+    assert hal.relay_changes == changes
+    got = by_topic(out)
+    assert list(got) == ["response/command"]
+    assert got["response/command"][0]["result"] == "on"
+
+
+def test_cache_keeps_last_32_request_ids():
+    node, hal = make()
+    for i in range(CACHE_SIZE + 1):
+        node.handle(*cmd("relay", "toggle", "r{}".format(i)))
+    assert node.cached("r0") is None
+    assert node.cached("r1") is not None
+    changes = hal.relay_changes
+    node.handle(*cmd("relay", "toggle", "r1"))
+    assert hal.relay_changes == changes  # still cached
+    node.handle(*cmd("relay", "toggle", "r0"))
+    assert hal.relay_changes == changes + 1  # evicted: executes again
+
+
+def test_cache_survives_reboot_via_persisted_state():
+    node, hal = make()
+    node.handle(*cmd("relay", "toggle", "before-crash"))
+    assert hal.relay is True
+    rebooted, hal2 = make(hal)
+    changes = hal2.relay_changes
+    out, _ = rebooted.handle(*cmd("relay", "toggle", "before-crash"))
+    assert hal2.relay is True
+    assert hal2.relay_changes == changes
+    assert by_topic(out)["response/command"][0]["status"] == "success"
+
+
+def test_expired_command_is_rejected_when_clock_synced():
+    node, hal = make()
+    stale = protocol.iso_utc(UNIX_NOW - 60)
+    out, _ = node.handle(*cmd("relay", "on", "old", timestamp=stale, ttl=30))
+    resp = by_topic(out)["response/command"][0]
+    assert resp["status"] == "expired"
+    assert hal.relay is False
+    fresh = protocol.iso_utc(UNIX_NOW - 10)
+    out, _ = node.handle(*cmd("relay", "on", "new", timestamp=fresh, ttl=30))
+    assert by_topic(out)["response/command"][0]["status"] == "success"
+
+
+def test_no_expiry_without_synced_clock():
+    hal = FakeHAL(synced=False)
+    node, hal = make(hal)
+    stale = protocol.iso_utc(UNIX_NOW - 3600)
+    out, _ = node.handle(*cmd("relay", "on", "old", timestamp=stale))
+    resp = by_topic(out)["response/command"][0]
+    assert resp["status"] == "success"
+    assert "timestamp" not in resp  # no timestamps from an unsynced clock
+
+
+def test_bad_input_never_crashes():
+    node, hal = make()
+    out, _ = node.handle(BASE + "command/relay", b"{garbage")
+    assert out == []
+    out, _ = node.handle(BASE + "command/relay", b'{"action": "on"}')
+    assert out == []
+    out, _ = node.handle(*cmd("relay", "explode", "e1"))
+    resp = by_topic(out)["response/command"][0]
+    assert resp["status"] == "error"
+    assert "explode" in resp["error"]
+    out, _ = node.handle(*cmd("teleport", "on", "e2"))
+    assert by_topic(out)["response/command"][0]["status"] == "error"
+    out, _ = node.handle("homesync/home1/nodes/other/command/relay", b"{}")
+    assert out == []
+    out, _ = node.handle("random/topic", b"\x00\xff")
+    assert out == []
+    assert hal.relay is False
+
+
+def test_led_command():
+    node, hal = make()
+    out, _ = node.handle(*cmd("led", "blink", "l1"))
+    assert by_topic(out)["response/command"][0]["result"] == "blink"
+    assert node.led_level(True) is True
+    assert node.led_level(False) is False
+    node.handle(*cmd("led", "on", "l2"))
+    assert hal.led is True
+
+
+def test_config_command_applies_and_persists():
+    node, hal = make()
+    topic, payload = cmd("config", "set", "c1", config={"heartbeat_interval": 5})
+    out, follow = node.handle(topic, payload)
+    resp = by_topic(out)["response/command"][0]
+    assert resp["status"] == "success"
+    assert resp["config"]["heartbeat_interval"] == 5
+    assert follow == ("config", {"heartbeat_interval": 5})
+    assert node.heartbeat_interval == 5
+    assert hal.config["heartbeat_interval"] == 5
+    assert parsed(node.heartbeat())[1]["interval"] == 5
+
+
+def test_ota_unsupported_answers_error():
+    node, _ = make()
+    topic, payload = cmd(
+        "ota", "update", "o1", url="https://example.invalid/x", version="2.0.0", sha256="00" * 32
+    )
+    out, follow = node.handle(topic, payload)
+    assert follow is None
+    assert by_topic(out)["response/command"][0]["status"] == "error"
+
+
+def test_heartbeat_sequence_starts_at_zero():
+    node, hal = make()
+    first = parsed(node.heartbeat())
+    assert first[0] == BASE + "status/heartbeat"
+    assert first[1] == {"seq": 0, "uptime": 0, "interval": 30}
+    assert (first[2], first[3]) == (0, False)
+    hal.clock.advance(30000)
+    assert parsed(node.heartbeat())[1]["seq"] == 1
+    assert parsed(node.heartbeat())[1]["uptime"] == 30
+
+
+def test_telemetry_messages():
+    node, _ = make()
+    node.update_reading({"power": 125.54, "voltage": 230.04, "bad key": 1}, energy_wh=1500.0)
+    got = by_topic(node.telemetry())
+    assert got["telemetry/power"][0]["value"] == 125.5
+    assert got["telemetry/power"][0]["unit"] == "W"
+    assert got["telemetry/energy"][0]["value"] == 1.5
+    assert got["telemetry/energy"][0]["unit"] == "kWh"
+    assert got["telemetry/power"][1:] == (0, False)
+    assert len(got) == 3  # the invalid metric name is not published
+
+
+def test_energy_is_integer_micro_wh():
+    node, _ = make()
+    for _ in range(1000):
+        node.update_reading({}, energy_wh=0.001)
+    assert node.energy_uwh == 1000000
+    assert node.energy_unsaved()
+    node.save_state()
+    assert not node.energy_unsaved()
+
+
+def test_button_toggles_with_source():
+    node, hal = make()
+    got = by_topic(node.button())
+    assert got["status/relay"][0] == {
+        "state": "on",
+        "source": "button",
+        "timestamp": protocol.iso_utc(UNIX_NOW),
+    }
+    assert hal.relay is True
+
+
+def test_own_offline_while_connected_republishes_birth():
+    node, hal = make()
+    node.on_connected()
+    will = protocol.encode(protocol.will())
+    out, _ = node.handle(BASE + "status/online", will)
+    assert len(out) == 1
+    assert parsed(out[0])[1]["online"] is True
+    out, _ = node.handle(BASE + "status/online", will)
+    assert out == []  # rate limited
+    hal.clock.advance(1500)
+    assert len(node.handle(BASE + "status/online", will)[0]) == 1
+    hal.clock.advance(1500)
+    online = protocol.encode(protocol.online("boot", 1, "1.2.3"))
+    assert node.handle(BASE + "status/online", online)[0] == []
+    node.stopping = True
+    assert node.handle(BASE + "status/online", will)[0] == []
+
+
+def test_retained_own_offline_is_not_a_trigger():
+    node, _ = make()
+    node.on_connected()
+    will = protocol.encode(protocol.will())
+    assert node.handle(BASE + "status/online", will, retain=True)[0] == []
+
+
+def test_own_offline_ignored_when_not_connected():
+    node, _ = make()
+    will = protocol.encode(protocol.will())
+    assert node.handle(BASE + "status/online", will)[0] == []
