@@ -9,14 +9,13 @@ from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
-from .entity import HomeSyncHubEntity, HomeSyncNodeEntity
-from .hub import HomeSyncHub, signal_new_node
+from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
+from .hub import HomeSyncHub
 from .tracker import Availability
 
 PARALLEL_UPDATES = 0
@@ -31,13 +30,11 @@ async def async_setup_entry(
     hub = entry.runtime_data.hub
     async_add_entities([FleetDegradedSensor(hub)])
 
-    @callback
-    def add_node(node_id: str) -> None:
-        async_add_entities([ConnectivitySensor(hub, node_id), FlappingSensor(hub, node_id)])
-
-    for node_id in hub.nodes:
-        add_node(node_id)
-    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+    async_add_node_entities(
+        hub,
+        async_add_entities,
+        lambda node_id: [ConnectivitySensor(hub, node_id), FlappingSensor(hub, node_id)],
+    )
 
 
 class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):

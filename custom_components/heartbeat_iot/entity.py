@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from homeassistant.core import callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import KEY_STATUS
-from .hub import HUB, HomeSyncHub
+from .hub import HUB, HomeSyncHub, signal_new_node
+
+
+@callback
+def async_add_node_entities(
+    hub: HomeSyncHub,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    build: Callable[[str], Iterable[Entity]],
+) -> None:
+    """Add a platform's per-node entities for the known nodes now and for new ones on discovery."""
+
+    @callback
+    def add_node(node_id: str) -> None:
+        async_add_entities(build(node_id))
+
+    for node_id in hub.nodes:
+        add_node(node_id)
+    hub.entry.async_on_unload(
+        async_dispatcher_connect(hub.hass, signal_new_node(hub.entry.entry_id), add_node)
+    )
 
 
 class HomeSyncEntity(Entity):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from homeassistant.components.event import EventEntity
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import HomeSyncConfigEntry
-from .entity import HomeSyncNodeEntity
-from .hub import HomeSyncHub, signal_new_node
+from .entity import HomeSyncNodeEntity, async_add_node_entities
+from .hub import HomeSyncHub
 from .tracker import EventType, TrackerEvent
 
 PARALLEL_UPDATES = 0
@@ -23,13 +22,9 @@ async def async_setup_entry(
     """An availability event entity for every node, now and on discovery."""
     hub = entry.runtime_data.hub
 
-    @callback
-    def add_node(node_id: str) -> None:
-        async_add_entities([AvailabilityEvent(hub, node_id)])
-
-    for node_id in hub.nodes:
-        add_node(node_id)
-    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+    async_add_node_entities(
+        hub, async_add_entities, lambda node_id: [AvailabilityEvent(hub, node_id)]
+    )
 
 
 class AvailabilityEvent(HomeSyncNodeEntity, EventEntity):

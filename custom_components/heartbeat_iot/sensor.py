@@ -22,8 +22,8 @@ from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
 from .const import KEY_LAST_SEEN
-from .entity import HomeSyncHubEntity, HomeSyncNodeEntity
-from .hub import HomeSyncHub, signal_new_metric, signal_new_node
+from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
+from .hub import HomeSyncHub, signal_new_metric
 from .protocol import METRICS, MetricSpec
 from .tracker import NodeStatus
 
@@ -54,13 +54,11 @@ async def async_setup_entry(
         async_dispatcher_connect(hass, signal_new_metric(entry.entry_id), add_metric)
     )
 
-    @callback
-    def add_node(node_id: str) -> None:
-        async_add_entities(HealthSensor(hub, node_id, desc) for desc in HEALTH_SENSORS)
-
-    for node_id in hub.nodes:
-        add_node(node_id)
-    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+    async_add_node_entities(
+        hub,
+        async_add_entities,
+        lambda node_id: [HealthSensor(hub, node_id, desc) for desc in HEALTH_SENSORS],
+    )
     async_add_entities(FleetSensor(hub, desc) for desc in FLEET_SENSORS)
 
 

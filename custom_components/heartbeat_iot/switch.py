@@ -7,14 +7,13 @@ from typing import Any
 from homeassistant.components.switch import SwitchDeviceClass, SwitchEntity
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import HomeSyncConfigEntry
 from .const import KEY_LED, KEY_RELAY
 from .control import LED, RELAY
-from .entity import HomeSyncNodeEntity
-from .hub import HomeSyncHub, signal_new_node
+from .entity import HomeSyncNodeEntity, async_add_node_entities
+from .hub import HomeSyncHub
 from .tracker import EventType, TrackerEvent
 
 # No limit: each call waits for its own node's confirmation (up to timeout × attempts plus
@@ -31,13 +30,11 @@ async def async_setup_entry(
     """Relay and LED switches for known nodes now and for new nodes on discovery."""
     hub = entry.runtime_data.hub
 
-    @callback
-    def add_node(node_id: str) -> None:
-        async_add_entities([RelaySwitch(hub, node_id), LedSwitch(hub, node_id)])
-
-    for node_id in hub.nodes:
-        add_node(node_id)
-    entry.async_on_unload(async_dispatcher_connect(hass, signal_new_node(entry.entry_id), add_node))
+    async_add_node_entities(
+        hub,
+        async_add_entities,
+        lambda node_id: [RelaySwitch(hub, node_id), LedSwitch(hub, node_id)],
+    )
 
 
 class RelaySwitch(HomeSyncNodeEntity, SwitchEntity):
