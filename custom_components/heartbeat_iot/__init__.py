@@ -14,7 +14,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .blueprint import async_install_blueprint
 from .const import DOMAIN, PLATFORMS
-from .hub import HomeSyncHub
+from .hub import HomeSyncHub, node_store
 from .services import async_setup_services
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -68,7 +68,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) ->
 
 async def async_remove_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
     """Delete the persisted node list with the entry."""
-    await HomeSyncHub(hass, entry).async_remove_store()
+    await node_store(hass, entry.entry_id).async_remove()
 
 
 async def async_remove_config_entry_device(

@@ -97,6 +97,11 @@ def hub_identifier(home_id: str) -> tuple[str, str]:
     return (DOMAIN, home_id)
 
 
+def node_store(hass: HomeAssistant, entry_id: str) -> Store[dict[str, Any]]:
+    """Where a home's nodes, availability and offline queue are persisted."""
+    return Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}")
+
+
 def signal_new_metric(entry_id: str) -> SignalType[str, str]:
     """Dispatcher signal: (node_id, metric key) got its first reading."""
     return SignalType(f"{DOMAIN}_new_metric_{entry_id}")
@@ -137,9 +142,7 @@ class HomeSyncHub:
         self.entry = entry
         self.home_id: str = entry.data[CONF_HOME_ID]
         self.nodes: dict[str, NodeData] = {}
-        self._store: Store[dict[str, Any]] = Store(
-            hass, STORAGE_VERSION, f"{DOMAIN}.{entry.entry_id}"
-        )
+        self._store = node_store(hass, entry.entry_id)
         self._listeners: dict[tuple[str, str], list[UpdateListener]] = {}
         self._event_listeners: dict[str, list[EventListener]] = {}
         self._unsubscribe: list[CALLBACK_TYPE] = []
@@ -247,10 +250,6 @@ class HomeSyncHub:
         self._cancel_timer()
         self.control.stop()
         await self._store.async_save(self._data_to_save())
-
-    async def async_remove_store(self) -> None:
-        """Forget everything persisted (entry removed)."""
-        await self._store.async_remove()
 
     # --- listeners (entities) -------------------------------------------------------------
 
