@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, ServiceResponse
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from pytest_homeassistant_custom_component.common import async_fire_time_changed_exact
 
@@ -107,3 +107,16 @@ async def advance(
         freezer.tick(timedelta(seconds=delta))
         async_fire_time_changed_exact(hass)
         await settle()
+
+
+async def send_command(
+    hass: HomeAssistant, *, return_response: bool = True, **data: Any
+) -> ServiceResponse:
+    """Call heartbeat_iot.send_command for the test node (fields override the defaults)."""
+    return await hass.services.async_call(
+        DOMAIN,
+        "send_command",
+        {"device_id": device_id(hass), **data},
+        blocking=True,
+        return_response=return_response,
+    )

@@ -35,6 +35,7 @@ from .command_helpers import (
     go_online,
     relay_status,
     respond,
+    send_command,
     sent,
     settle,
     start,
@@ -43,13 +44,8 @@ from .command_helpers import (
 
 
 async def send(hass: HomeAssistant, **data: Any) -> ServiceResponse:
-    return await hass.services.async_call(
-        DOMAIN,
-        "send_command",
-        {"device_id": device_id(hass), "queue": True, **data},
-        blocking=True,
-        return_response=True,
-    )
+    """send_command with queue: true unless the test says otherwise."""
+    return await send_command(hass, **{"queue": True, **data})
 
 
 @pytest.fixture

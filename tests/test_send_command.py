@@ -7,7 +7,7 @@ from typing import Any
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components import automation
 from homeassistant.const import STATE_ON
-from homeassistant.core import HomeAssistant, ServiceResponse
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr, selector
 from homeassistant.helpers.service import async_get_all_descriptions
@@ -30,6 +30,7 @@ from .command_helpers import (
     go_online,
     relay_status,
     respond,
+    send_command,
     sent,
     settle,
     start,
@@ -37,17 +38,7 @@ from .command_helpers import (
 )
 from .conftest import HOME
 
-
-async def send(
-    hass: HomeAssistant, *, return_response: bool = True, **data: Any
-) -> ServiceResponse:
-    return await hass.services.async_call(
-        DOMAIN,
-        "send_command",
-        {"device_id": device_id(hass), **data},
-        blocking=True,
-        return_response=return_response,
-    )
+send = send_command
 
 
 @pytest.fixture
