@@ -301,9 +301,9 @@ class HomeSyncHub:
             self.home_id,
             "tracked again after a grace period" if connected else "unavailable until it returns",
         )
+        # The tracker reports every node as changed; the fleet entities are told even when
+        # the home has no node yet.
         self._apply(self.tracker.set_broker_connected(connected))
-        for node_id in self.nodes:
-            self.async_notify(node_id, KEY_STATUS)
         self.async_notify(HUB, KEY_STATUS)
 
     @callback
@@ -316,7 +316,7 @@ class HomeSyncHub:
                 if came_online:
                     self.control.node_online(node_id)
             self.async_notify(HUB, KEY_STATUS)
-            self._schedule_save()
+            self.schedule_save()
         for event in outcome.events:
             self._fire(event)
         self._schedule_timer()
@@ -392,8 +392,6 @@ class HomeSyncHub:
     def async_set_timeout_override(self, node_id: str, seconds: float | None) -> None:
         """Per-node silence timeout (None: back to the computed one)."""
         self._apply(self.tracker.set_timeout_override(node_id, seconds))
-        self.async_notify(node_id, KEY_STATUS)
-        self._schedule_save()
 
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
 
@@ -430,7 +428,7 @@ class HomeSyncHub:
         self._apply(self._track(topic, data, retained=retained))
         if not retained:
             self.async_notify(node.node_id, KEY_LAST_SEEN)
-            self._schedule_save()
+            self.schedule_save()
         if topic.category is Category.TELEMETRY:
             self._handle_metric(node, topic.name, data)
         elif topic.category is Category.STATUS:
@@ -469,7 +467,7 @@ class HomeSyncHub:
         node.values[key] = value
         if is_new:
             node.metrics[key] = spec
-            self._schedule_save()
+            self.schedule_save()
             async_dispatcher_send(
                 self.hass, signal_new_metric(self.entry.entry_id), node.node_id, key
             )
@@ -490,7 +488,7 @@ class HomeSyncHub:
         if node.firmware == version:
             return
         node.firmware = version
-        self._schedule_save()
+        self.schedule_save()
         if node.device_id is not None:
             dr.async_get(self.hass).async_update_device(node.device_id, sw_version=version)
         self.async_notify(node.node_id, KEY_FIRMWARE)
@@ -507,7 +505,7 @@ class HomeSyncHub:
         node = NodeData(node_id)
         self.nodes[node_id] = node
         self._register_device(node)
-        self._schedule_save()
+        self.schedule_save()
         _LOGGER.info("Discovered HomeSync node %s in home %s", node_id, self.home_id)
         async_dispatcher_send(self.hass, signal_new_node(self.entry.entry_id), node_id)
         return node
@@ -551,7 +549,7 @@ class HomeSyncHub:
         self.control.forget(node_id)
         self._schedule_timer()
         self.async_notify(HUB, KEY_STATUS)
-        self._schedule_save()
+        self.schedule_save()
         if self._cap_reported and len(self.nodes) < self.max_nodes:
             self._cap_reported = False
             ir.async_delete_issue(self.hass, DOMAIN, f"{ISSUE_MAX_NODES}_{self.entry.entry_id}")
@@ -605,12 +603,7 @@ class HomeSyncHub:
 
     @callback
     def schedule_save(self) -> None:
-        """Persist soon (for parts of the hub such as the offline queue)."""
-        self._schedule_save()
-
-    @callback
-    def _schedule_save(self) -> None:
-        """Write at most once per delay, however many messages arrive.
+        """Persist soon; writes at most once per delay, however many messages arrive.
 
         Store.async_delay_save re-arms its timer on every call, so calling it per heartbeat
         would postpone the write for as long as traffic flows (and cost a timer per message).
