@@ -194,6 +194,7 @@ class HostHAL:
     ):
         self.node_id = node_id
         self.state_dir = state_dir
+        self.fs_root = state_dir  # the simulated flash file system (OTA slots live here)
         self.clock = clock or WrappingClock(monotonic_ms)
         rng = _random
         if seed is not None:

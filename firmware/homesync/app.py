@@ -21,6 +21,7 @@ from homesync import VERSION
 from homesync.clock import Every
 from homesync.mqtt import MQTTClient, tls_context
 from homesync.node import Node
+from homesync.ota import OtaAgent
 
 DEFAULTS = {
     "heartbeat_interval": 30,
@@ -88,6 +89,7 @@ class App:
         self.stall_ms = int(self.cfg["stall_timeout_s"] * 1000)
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
+        self.ota = OtaAgent(self)  # firmware updates (homesync/ota.py)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -190,6 +192,7 @@ class App:
             if node.stopping:
                 return
             await self._publish(msg)
+        await self.ota.on_connected()  # e.g. a pending "rolled back" report
 
     def _on_message(self, topic, payload, retain, token):
         if token is None and len(self.inbox) >= INBOX_LIMIT:
@@ -223,18 +226,8 @@ class App:
                 await self._publish(msg)
             await self.mqtt.ack(token)
             if follow is not None and follow[0] == "ota":
-                await self._ota(follow[1])
-
-    async def _ota(self, cmd):
-        hal = self.hal
-        try:
-            ok = hal.ota_update(cmd["url"], cmd["version"], cmd["sha256"])
-        except Exception as err:
-            hal.log("app: ota failed: {}".format(err))
-            ok = False
-        if ok:
-            await self.stop("ota")
-            hal.reset()
+                for msg in self.ota.command(follow[1]):  # the update runs as its own task
+                    await self._publish(msg)
 
     async def _measure_loop(self):
         hal = self.hal
@@ -254,8 +247,8 @@ class App:
                 telemetry.set_interval(node.telemetry_interval * 1000)
             if healthy:
                 self.last_progress = hal.ticks_ms()
-                if node.connects and heartbeat.due():
-                    await self._publish(node.heartbeat())
+                if node.connects and heartbeat.due() and await self._publish(node.heartbeat()):
+                    await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)
