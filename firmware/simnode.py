@@ -102,9 +102,6 @@ class SimNode:
                         cfg[key] = stored[key]
             else:
                 hal.save_config(base)
-            if hal.pending_firmware:
-                self.firmware = hal.pending_firmware
-                hal.pending_firmware = None
             # OTA (homesync/ota.py): each boot picks the slot and counts probation boots, unless
             # firmware/device.py did it already for this process; in-process the modules already
             # imported stay, so a node reports the version its installed slot holds.
