@@ -21,7 +21,7 @@ from homesync import VERSION
 from homesync.clock import Every
 from homesync.mqtt import MQTTClient, tls_context
 from homesync.node import Node
-from homesync.ota import OtaAgent
+from homesync.ota import OtaHooks
 
 DEFAULTS = {
     "heartbeat_interval": 30,
@@ -119,7 +119,7 @@ class App:
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
         self._announce_at = None  # ticks when a hub-requested re-announcement is due
-        self.ota = OtaAgent(self)  # firmware updates (homesync/ota.py)
+        self.ota = OtaHooks(self)  # firmware updates (homesync/ota.py)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -23,6 +23,7 @@ DEVICE_FILES = (
     "homesync/mqtt.py",
     "homesync/node.py",
     "homesync/ota.py",
+    "homesync/otaagent.py",
     "homesync/otafetch.py",
     "homesync/protocol.py",
     "homesync/store.py",

@@ -18,7 +18,7 @@ from otafakes import (
     sha256_hex,
 )
 
-from homesync import ota, otafetch
+from homesync import ota, otaagent, otafetch
 
 
 def _raises(fn, text=None):
@@ -289,7 +289,7 @@ def _command(server, data, version="2.0.0", rid="req-1", sha=None):
 
 
 async def _run(app, cmd, setup=None):
-    agent = ota.OtaAgent(app)
+    agent = otaagent.OtaAgent(app)
     agent.retry_delays = (0, 0, 0)
     if setup is not None:
         setup(agent)
@@ -345,7 +345,7 @@ def test_update_downloads_verifies_installs_and_reboots():
         # The reboot: the new version on probation confirms after its first heartbeat.
         otaboot.boot(root, lambda text: None)
         after = FakeApp(root, firmware="2.0.0")
-        agent = ota.OtaAgent(after)
+        agent = otaagent.OtaAgent(after)
         assert agent.on_probation
         busy = agent.command(_command_stub("req-9", "3.0.0"))
         assert "busy" in busy[0][1].decode()
@@ -514,7 +514,7 @@ def test_second_update_while_one_runs_is_busy():
 
         async def go(server):
             server.stall = True
-            agent = ota.OtaAgent(app)
+            agent = otaagent.OtaAgent(app)
             assert agent.command(_command(server, data)) == []
             await asyncio.sleep(0.05)
             assert agent.command(_command(server, data)) == []  # same request: running
@@ -536,7 +536,7 @@ def test_node_without_ota_support_says_so():
     root = scratch_dir()
     try:
         app = FakeApp(root, supported=False)
-        agent = ota.OtaAgent(app)
+        agent = otaagent.OtaAgent(app)
         out = agent.command(_command_stub("req-1", "2.0.0"))
         assert "ota not supported by this node" in out[0][1].decode()
         asyncio.run(agent.on_connected())
@@ -554,11 +554,35 @@ def test_rolled_back_version_is_reported_once_connected():
         otaboot.boot(root, lambda text: None)
         otaboot.boot(root, lambda text: None)  # the trial boot crashed
         app = FakeApp(root, firmware="1.0.0")
-        agent = ota.OtaAgent(app)
+        agent = otaagent.OtaAgent(app)
         asyncio.run(agent.on_connected())
         asyncio.run(agent.on_connected())
         assert app.ota() == [
             {"request_id": "req-7", "status": "error", "error": "rolled back", "version": "2.0.0"}
         ]
+    finally:
+        cleanup(root)
+
+
+def test_hooks_load_the_agent_only_when_there_is_work():
+    root = scratch_dir()
+    try:
+        app = FakeApp(root)
+        hooks = ota.OtaHooks(app)
+        asyncio.run(hooks.on_connected())
+        asyncio.run(hooks.heartbeat_sent())
+        assert hooks.agent is None  # a node that is not updating does not pay for the agent
+        _fake_slot(root, "a")
+        otaboot.commit(root, "a", "2.0.0", "req-3")
+        otaboot.boot(root, lambda text: None)
+        after = FakeApp(root, firmware="2.0.0")
+        hooks = ota.OtaHooks(after)
+        asyncio.run(hooks.on_connected())
+        asyncio.run(hooks.heartbeat_sent())
+        assert after.ota() == [{"request_id": "req-3", "status": "success", "version": "2.0.0"}]
+        fresh = ota.OtaHooks(FakeApp(scratch_dir()))
+        out = fresh.command(_command_stub("req-4", "1.0.0"))  # already installed
+        assert "success" in out[0][1].decode()
+        cleanup(fresh.app.hal.fs_root)
     finally:
         cleanup(root)
