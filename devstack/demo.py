@@ -354,9 +354,7 @@ class Demo:
         self.stack.stop(say)
         (self.root / "pids.json").unlink(missing_ok=True)
         if started:
-            say(
-                f"stopped in {time.monotonic() - t0:.1f} s; state kept in .demo/ (--fresh forgets it)"
-            )
+            say(f"stopped in {time.monotonic() - t0:.1f} s; state kept in {self.rel(self.root)}/")
 
 
 def main(argv: list[str] | None = None) -> int:
