@@ -19,6 +19,7 @@ MAX_MANIFEST = 8192
 MAX_FILES = 64
 MAX_BUNDLE = 1048576  # the same limit as homesync/ota.py's
 CHUNK = 1024
+FLASH_MARGIN = 16384  # left free after download + unpack (config and state writes)
 IO_TIMEOUT = 15
 MAX_HEADER_LINES = 40
 PART = "ota/download.part"
@@ -143,6 +144,15 @@ def remove_tree(path):
         os.rmdir(path)
     except OSError:
         pass
+
+
+def free_bytes(path):
+    """Free space of the file system holding ``path`` (``None`` when unknown)."""
+    try:
+        st = os.statvfs(path)
+    except (AttributeError, OSError):
+        return None
+    return st[1] * st[4]  # f_frsize * f_bavail, the same order on MicroPython and CPython
 
 
 def discard_download(root):
@@ -330,6 +340,9 @@ async def download(agent, cmd, part):
         _save_json(meta_path, {"sha256": want, "size": size})
     hasher = hashlib.sha256()
     have = _size(part)
+    free = free_bytes(join(agent.root, "ota"))
+    if size is not None and free is not None and free < 2 * size - max(have, 0) + FLASH_MARGIN:
+        raise OtaError("not enough flash")  # the download plus the unpacked slot must fit
     if have < 0 or (size is not None and have > size):
         with open(part, "wb"):
             pass

@@ -114,6 +114,11 @@ def test_bundle_header_line():
         _raises(lambda line=line: otafetch.parse_magic(line), "bad bundle")
 
 
+def test_free_flash_is_known():
+    free = otafetch.free_bytes("/tmp")
+    assert free is None or free > 0
+
+
 def test_http_helpers():
     url = "http://127.0.0.1:8123/api/x?t=1"
     assert otafetch.parse_url(url) == ("127.0.0.1", 8123, "/api/x?t=1")
