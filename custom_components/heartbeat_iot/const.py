@@ -21,6 +21,8 @@ CONF_FLAP_WINDOW: Final = "flap_window"
 CONF_OFFLINE_RATIO: Final = "offline_ratio_threshold"
 CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_COMMAND_RETRIES: Final = "command_retries"
+CONF_MAX_PARALLEL_UPDATES: Final = "max_parallel_updates"
+CONF_FIRMWARE_PATH: Final = "firmware_path"  # a bundle file or a folder of them (optional)
 
 DEFAULT_MAX_NODES: Final = 256
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30
@@ -31,6 +33,7 @@ DEFAULT_FLAP_WINDOW: Final = 600
 DEFAULT_OFFLINE_RATIO: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 DEFAULT_COMMAND_RETRIES: Final = 3
+DEFAULT_MAX_PARALLEL_UPDATES: Final = 2
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
@@ -42,9 +45,16 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_OFFLINE_RATIO: DEFAULT_OFFLINE_RATIO,
     CONF_COMMAND_TIMEOUT: DEFAULT_COMMAND_TIMEOUT,
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
+    CONF_MAX_PARALLEL_UPDATES: DEFAULT_MAX_PARALLEL_UPDATES,
 }
 
-PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
+PLATFORMS: Final = [
+    Platform.BINARY_SENSOR,
+    Platform.EVENT,
+    Platform.SENSOR,
+    Platform.SWITCH,
+    Platform.UPDATE,
+]
 
 STORAGE_VERSION: Final = 1
 # Debounce for persisting node metadata: bursts of discovery write once.
@@ -60,6 +70,8 @@ KEY_LAST_SEEN: Final = "last_seen"  # every live message
 KEY_RELAY: Final = "relay"
 KEY_LED: Final = "led"
 KEY_EVENT: Final = "node_event"  # availability.AvailabilityMonitor.last_event(node_id) changed
+KEY_UPDATE: Final = "firmware_update"  # firmware.FirmwareUpdates.job(node_id) changed
+KEY_BUNDLE: Final = "firmware_bundle"  # announced for HUB: FirmwareUpdates.bundle changed
 # Announced for HUB: read nodes.NodeRegistry.newest_node / .newest_metric.
 KEY_NODE_ADDED: Final = "node_added"
 KEY_METRIC_ADDED: Final = "metric_added"

@@ -20,17 +20,20 @@ from .availability import AvailabilityMonitor
 from .const import (
     CONF_COMMAND_RETRIES,
     CONF_COMMAND_TIMEOUT,
+    CONF_FIRMWARE_PATH,
     CONF_FLAP_TRANSITIONS,
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
     CONF_MAX_NODES,
+    CONF_MAX_PARALLEL_UPDATES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
 )
 from .control import NodeControl
+from .firmware import FirmwareUpdates
 from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
@@ -57,6 +60,8 @@ class HomeSyncOptions:
     offline_ratio_threshold: float
     command_timeout: float
     command_retries: int
+    max_parallel_updates: int
+    firmware_path: str | None  # a bundle file or folder; None: the default places
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -72,6 +77,8 @@ class HomeSyncOptions:
             offline_ratio_threshold=float(merged[CONF_OFFLINE_RATIO]),
             command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
+            max_parallel_updates=int(merged[CONF_MAX_PARALLEL_UPDATES]),
+            firmware_path=str(merged.get(CONF_FIRMWARE_PATH) or "").strip() or None,
         )
 
     @property
@@ -99,17 +106,20 @@ class HomeSyncRuntimeData:
     control: NodeControl  # commands, confirmations, offline queue
     storage: NodeStorage  # the Store of the home
     hub: HomeSyncHub  # subscription and routing
+    firmware: FirmwareUpdates  # the bundle on offer, update jobs and their queue
 
     async def async_start(self) -> None:
         """Restore known nodes, then subscribe (so entities exist before any message)."""
         restore(await self.storage.async_load(), self.nodes, self.availability, self.control)
         self.nodes.async_register_devices()
         self.availability.async_start()
+        await self.firmware.async_start()
         await self.hub.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
+        self.firmware.async_stop()
         self.availability.async_stop()
         self.control.stop()
         await self.storage.async_save()
@@ -178,6 +188,18 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         schedule_save=storage.schedule_save,
         spawn=spawn,
     )
+    firmware = FirmwareUpdates(
+        hass,
+        home_id=home_id,
+        bundle_path=options.firmware_path,
+        max_parallel=options.max_parallel_updates,
+        clock=now,
+        updates=updates,
+        firmware_of=lambda node_id: nodes[node_id].firmware if node_id in nodes else None,
+        is_online=availability.node_online,
+        node_name=nodes.node_name,
+        spawn=spawn,
+    )
     hub = HomeSyncHub(
         hass,
         home_id=home_id,
@@ -187,6 +209,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         outputs=outputs,
         control=control,
         schedule_save=storage.schedule_save,
+        on_ota_response=firmware.handle_response,
     )
     return HomeSyncRuntimeData(
         home_id=home_id,
@@ -198,4 +221,5 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         control=control,
         storage=storage,
         hub=hub,
+        firmware=firmware,
     )
