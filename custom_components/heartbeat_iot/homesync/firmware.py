@@ -417,6 +417,6 @@ class UpdateQueue:
 
 def bundle_places(option: str | None, defaults: Iterable[Path]) -> list[Path]:
     """Where to look for bundles: the user's option (a file or folder) wins over the defaults."""
-    if option:
-        return [Path(os.path.expanduser(option))]
+    if option and option.strip():
+        return [Path(os.path.expanduser(option.strip()))]
     return list(defaults)
