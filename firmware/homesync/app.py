@@ -312,7 +312,9 @@ class App:
             if healthy:
                 self.last_progress = hal.ticks_ms()
                 if node.connects and heartbeat.due():
-                    await self._publish(node.heartbeat())
+                    beat = node.heartbeat()  # seq counts beats missed while disconnected
+                    if self.mqtt.connected:  # QoS 1: never queue stale beats in flight
+                        await self._publish(beat)
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)
