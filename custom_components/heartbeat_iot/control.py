@@ -24,6 +24,7 @@ from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN, EVENT_COMMAND_COMPLETED, EVENT_COMMAND_FAILED, KEY_LAST_SEEN
 from .homesync.clock import Clock
+from .homesync.protocol import COMMAND_ACTIONS
 from .homesync.commands import (
     RESERVED_KEYS,
     CommandManager,
@@ -45,9 +46,7 @@ CONFIG: Final = "config"
 
 # What Home Assistant lets a user send (OTA needs its own flow: URL, version, hash).
 ACTIONS: Final[dict[str, tuple[str, ...]]] = {
-    RELAY: ("on", "off", "toggle"),
-    LED: ("on", "off", "blink"),
-    CONFIG: ("set",),
+    command: COMMAND_ACTIONS[command] for command in (RELAY, LED, CONFIG)
 }
 STATES: Final = ("on", "off")
 DEFAULT_QUEUE_TTL: Final = 3600.0
