@@ -1,4 +1,4 @@
-"""Assist: "turn on <node> relay" through the default conversation agent (DESIGN §1 users)."""
+"""Assist: "turn on <node> relay" through the default conversation agent (docs/architecture.md §1, users)."""
 
 from __future__ import annotations
 

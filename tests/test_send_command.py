@@ -1,4 +1,4 @@
-"""The heartbeat_iot.send_command action: response data, validation, failures (DESIGN §4)."""
+"""The heartbeat_iot.send_command action: response data, validation, failures (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commands, confirmations and the offline queue of a home (DESIGN §4): the HA glue.
+"""Commands, confirmations and the offline queue of a home (docs/architecture.md §6): the HA glue.
 
 `homesync/commands.py` holds the logic (request ids, retries, the intent queue); this module
 wires it to Home Assistant: MQTT publishing, translated errors (the one place HA errors are

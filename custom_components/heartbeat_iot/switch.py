@@ -1,4 +1,4 @@
-"""Relay and status LED per node: confirmed by the node, never optimistic (DESIGN §4)."""
+"""Relay and status LED per node: confirmed by the node, never optimistic (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Tasks
   mqtt        connection supervisor (connect, keep-alive, reconnect with backoff)
   measure     reads the meter every ``measure_interval_ms``; after a *healthy* cycle it publishes
               the heartbeat and telemetry, so a dead sensor/app loop stops the heartbeat even
-              while TCP and MQTT keep-alive are fine (DESIGN.md section 2)
+              while TCP and MQTT keep-alive are fine (docs/protocol.md, status/heartbeat)
   commands    handles incoming messages in order; PUBACK only after the reply went out
   io          button (toggle) and LED (blink) at 20 Hz
   ntp         clock sync when Wi-Fi is up
