@@ -24,7 +24,6 @@ from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN, EVENT_COMMAND_COMPLETED, EVENT_COMMAND_FAILED, KEY_LAST_SEEN
 from .homesync.clock import Clock
-from .homesync.protocol import COMMAND_ACTIONS
 from .homesync.commands import (
     RESERVED_KEYS,
     CommandManager,
@@ -34,6 +33,7 @@ from .homesync.commands import (
     QueuedIntent,
     TooManyPending,
 )
+from .homesync.protocol import COMMAND_ACTIONS
 from .outputs import NodeOutputs
 from .updates import Updates
 

@@ -390,7 +390,10 @@ def _intent_from(data: Any) -> QueuedIntent | None:
 
 
 class IntentQueue:
-    """Last intent per (node, command) wins; intents expire after a TTL (docs/architecture.md §6)."""
+    """Last intent per (node, command) wins; intents expire after a TTL.
+
+    See docs/architecture.md §6 (offline queue).
+    """
 
     def __init__(self, *, clock: Clock, default_ttl: float = 3600.0) -> None:
         """Create an empty queue."""

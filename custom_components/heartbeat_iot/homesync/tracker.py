@@ -401,7 +401,9 @@ class HeartbeatTracker:
         }
 
     def restore(self, data: Mapping[str, Mapping[str, Any]]) -> Outcome:
-        """Load :meth:`export` output after an HA restart (docs/architecture.md, availability rule 6). Fires no events.
+        """Load :meth:`export` output after an HA restart. Fires no events.
+
+        See docs/architecture.md, availability rule 6.
 
         A node persisted online is online again, with its remaining deadline, if
         ``last_seen + timeout > now``; otherwise offline with reason ``timeout``. A node persisted
@@ -600,7 +602,7 @@ class HeartbeatTracker:
         return max(settings.min_timeout, settings.multiplier * self._interval(node))
 
     def _silence_deadline(self, node: _Node) -> float | None:
-        """Online until ``now > deadline`` (docs/architecture.md, availability rule 4), grace after a reconnect."""
+        """Online until ``now > deadline``, grace after a reconnect (availability rule 4)."""
         if node.state is not Availability.ONLINE or node.last_seen is None:
             return None
         return max(node.last_seen, self._grace_from) + self._timeout(node)
