@@ -19,9 +19,9 @@ from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 import voluptuous as vol
 
+from .availability import event_type
 from .const import DOMAIN, EVENT_COMMAND_FAILED
-from .hub import event_type
-from .tracker import EventType
+from .homesync.tracker import EventType
 
 # Trigger type -> bus event type.
 TRIGGER_EVENTS: dict[str, str] = {

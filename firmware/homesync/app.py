@@ -4,7 +4,7 @@ Tasks
   mqtt        connection supervisor (connect, keep-alive, reconnect with backoff)
   measure     reads the meter every ``measure_interval_ms``; after a *healthy* cycle it publishes
               the heartbeat and telemetry, so a dead sensor/app loop stops the heartbeat even
-              while TCP and MQTT keep-alive are fine (DESIGN.md section 2)
+              while TCP and MQTT keep-alive are fine (docs/protocol.md, status/heartbeat)
   commands    handles incoming messages in order; PUBACK only after the reply went out
   io          button (toggle) and LED (blink) at 20 Hz
   ntp         clock sync when Wi-Fi is up
@@ -21,6 +21,7 @@ from homesync import VERSION
 from homesync.clock import Every
 from homesync.mqtt import MQTTClient, tls_context
 from homesync.node import Node
+from homesync.ota import OtaHooks
 
 DEFAULTS = {
     "heartbeat_interval": 30,
@@ -31,12 +32,15 @@ DEFAULTS = {
     "reboot_after_offline_s": 900,
     "energy_save_s": 900,
     "rssi_interval_s": 60,
+    "rssi_check_s": 5,
+    "announce_spread_s": 5,
     "ntp_interval_s": 21600,
     "relay_boot": "restore",
 }
 MQTT_DEFAULTS = {
     "host": "127.0.0.1",
     "port": None,
+    "brokers": None,
     "keepalive": 60,
     "username": None,
     "password": None,
@@ -70,6 +74,32 @@ def with_defaults(config):
     return out
 
 
+def broker_list(mqtt):
+    """``mqtt.brokers`` (``["host:port", ...]``; wins over host/port) -> ``[(host, port)]``.
+
+    An entry without a port gets ``mqtt.port``; unusable entries are skipped (the caller logs).
+    """
+    given = mqtt.get("brokers")
+    if not given:
+        return [(mqtt["host"], int(mqtt["port"]))]
+    out = []
+    for entry in given:
+        if not isinstance(entry, str) or not entry:
+            continue
+        host = entry
+        port = int(mqtt["port"])
+        colon = entry.rfind(":")
+        if colon > 0 and entry.find(":") == colon:  # one colon: host:port (not bare IPv6)
+            host = entry[:colon]
+            try:
+                port = int(entry[colon + 1 :])
+            except ValueError:
+                continue
+        if host and 0 < port < 65536:
+            out.append((host, port))
+    return out or [(mqtt["host"], int(mqtt["port"]))]
+
+
 class App:
     def __init__(self, hal, config, firmware=None):
         self.hal = hal
@@ -88,6 +118,8 @@ class App:
         self.stall_ms = int(self.cfg["stall_timeout_s"] * 1000)
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
+        self._announce_at = None  # ticks when a hub-requested re-announcement is due
+        self.ota = OtaHooks(self)  # firmware updates (homesync/ota.py)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -161,11 +193,13 @@ class App:
         hal = self.hal
         mq = self.cfg["mqtt"]
         ssl = tls_context(mq["ca_file"], mq["tls_insecure"]) if mq["tls"] else None
+        brokers = broker_list(mq)
         client = MQTTClient(
             hal,
             self.node.client_id(),
-            mq["host"],
-            int(mq["port"]),
+            brokers[0][0],
+            brokers[0][1],
+            brokers=brokers,
             keepalive=int(mq["keepalive"]),
             username=mq["username"] or None,
             password=mq["password"] or None,
@@ -186,10 +220,23 @@ class App:
         node = self.node
         if not session_present:
             await self.mqtt.subscribe(node.subscriptions())
-        for msg in node.on_connected(self.hal.rssi()):
+        node.on_connected()
+        await self._announce()
+        await self.ota.on_connected()  # e.g. a pending "rolled back" report
+
+    async def _announce(self):
+        """Birth, relay, LED, firmware, rssi; each built right before it is queued, so a
+        command handled meanwhile can never be overwritten by an older state."""
+        node = self.node
+        for build in (node.birth, node.relay_msg, node.led_msg, node.firmware_msg, self._rssi):
             if node.stopping:
                 return
-            await self._publish(msg)
+            msg = build()
+            if msg is not None:
+                await self._publish(msg)
+
+    def _rssi(self):
+        return self.node.rssi_msg(self.hal.rssi())
 
     def _on_message(self, topic, payload, retain, token):
         if token is None and len(self.inbox) >= INBOX_LIMIT:
@@ -200,7 +247,7 @@ class App:
 
     async def _publish(self, msg):
         client = self.mqtt
-        if client is None:
+        if client is None or msg is None:
             return False
         return await client.publish(msg[0], msg[1], msg[2], msg[3])
 
@@ -223,18 +270,20 @@ class App:
                 await self._publish(msg)
             await self.mqtt.ack(token)
             if follow is not None and follow[0] == "ota":
-                await self._ota(follow[1])
+                for msg in self.ota.command(follow[1]):  # the update runs as its own task
+                    await self._publish(msg)
+            elif follow is not None and follow[0] == "announce":
+                self._schedule_announce()
 
-    async def _ota(self, cmd):
+    def _schedule_announce(self):
+        """The hub came (back): re-announce after a random 0..announce_spread_s delay (many
+        nodes answer one announcement; the spread avoids a thundering herd).  Announcements
+        arriving while one is pending are folded into it."""
+        if self._announce_at is not None:
+            return
         hal = self.hal
-        try:
-            ok = hal.ota_update(cmd["url"], cmd["version"], cmd["sha256"])
-        except Exception as err:
-            hal.log("app: ota failed: {}".format(err))
-            ok = False
-        if ok:
-            await self.stop("ota")
-            hal.reset()
+        delay_ms = int(float(self.cfg["announce_spread_s"]) * 1000 * hal.random())
+        self._announce_at = hal.ticks_add(hal.ticks_ms(), delay_ms)
 
     async def _measure_loop(self):
         hal = self.hal
@@ -242,6 +291,7 @@ class App:
         heartbeat = Every(hal, node.heartbeat_interval * 1000)
         telemetry = Every(hal, node.telemetry_interval * 1000)
         rssi = Every(hal, self.cfg["rssi_interval_s"] * 1000, False)
+        rssi_check = Every(hal, self.cfg["rssi_check_s"] * 1000, False)
         save = Every(hal, self.cfg["energy_save_s"] * 1000, False)
         pause = self.cfg["measure_interval_ms"] / 1000
         while True:
@@ -254,15 +304,22 @@ class App:
                 telemetry.set_interval(node.telemetry_interval * 1000)
             if healthy:
                 self.last_progress = hal.ticks_ms()
-                if node.connects and heartbeat.due():
-                    await self._publish(node.heartbeat())
+                if node.connects and heartbeat.due() and await self._publish(node.heartbeat()):
+                    await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)
             if self.mqtt.connected and rssi.due():
-                msg = node.rssi_msg(hal.rssi())
-                if msg is not None:
-                    await self._publish(msg)
+                await self._publish(self._rssi())
+            elif self.mqtt.connected and rssi_check.due():
+                value = hal.rssi()
+                if node.rssi_changed(value):
+                    await self._publish(node.rssi_msg(value))
+            due = self._announce_at
+            if due is not None and hal.ticks_diff(hal.ticks_ms(), due) >= 0:
+                self._announce_at = None
+                if self.mqtt.connected:
+                    await self._announce()
             if save.due() and node.energy_unsaved():
                 node.save_state()
             hal.collect_garbage()

@@ -1,4 +1,4 @@
-"""HomeSync v1 wire contract, node side (DESIGN.md section 2).
+"""HomeSync v1 wire contract, node side (docs/protocol.md).
 
 Topics are ``homesync/{home_id}/nodes/{node_id}/{category}/{name}``; payloads are UTF-8 JSON
 objects of at most 64 KiB.  This module mirrors the integration's ``protocol.py``: identifier
@@ -42,10 +42,15 @@ METRIC_DIGITS = {
     "frequency": 2,
     "temperature": 1,
 }
-MAX_PAYLOAD = 65536
+MAX_PAYLOAD = 65536  # node -> HA payloads (docs/protocol.md)
+# A command payload (the JSON bytes) is at most this long; the integration refuses larger ones
+# before sending and a contract test compares both constants (docs/protocol.md "Size limits").
+MAX_COMMAND_BYTES = 4096
 MAX_REQUEST_ID = 64  # the integration's limit too
 DEFAULT_TTL = 30
 ONLINE_REASONS = ("boot", "reconnect", "shutdown", "unexpected_disconnect")
+LED_STATES = ("on", "off", "blink")
+LED_SOURCES = ("command", "boot", "relay")
 
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _ID_REST = _ID_FIRST + "_-"
@@ -87,6 +92,11 @@ def valid_name(value):
 
 def topic(home_id, node_id, category, name):
     return "{}/{}/nodes/{}/{}/{}".format(PREFIX, home_id, node_id, category, name)
+
+
+def hub_topic(home_id):
+    """``homesync/{home_id}/hub/status``: the integration's non-retained announcement."""
+    return "{}/{}/hub/status".format(PREFIX, home_id)
 
 
 def parse_topic(value):
@@ -270,6 +280,11 @@ def relay_status(state, source, now=None):
     return _stamp({"state": "on" if state else "off", "source": source}, now)
 
 
+def led_status(state, source, now=None):
+    """``{"state": "on"|"off"|"blink", "source": "command"|"boot"|"relay"}`` (retained)."""
+    return _stamp({"state": state, "source": source}, now)
+
+
 def firmware_status(version, now=None):
     return _stamp({"version": version}, now)
 
@@ -278,8 +293,14 @@ def rssi(value):
     return {"value": int(value), "unit": "dBm"}
 
 
-def heartbeat(seq, uptime, interval):
-    return {"seq": int(seq), "uptime": int(uptime), "interval": int(interval)}
+def heartbeat(seq, uptime, interval, relay=None, led=None):
+    """``relay`` (bool) and ``led`` (``on``/``off``/``blink``) are the node's current state."""
+    obj = {"seq": int(seq), "uptime": int(uptime), "interval": int(interval)}
+    if relay is not None:
+        obj["relay"] = "on" if relay else "off"
+    if led is not None:
+        obj["led"] = led
+    return obj
 
 
 def response(request_id, status, result=None, error=None, now=None, extra=None):
@@ -340,6 +361,7 @@ def parse_command(name, payload):
         cmd["url"] = obj.get("url")
         cmd["version"] = obj.get("version")
         cmd["sha256"] = obj.get("sha256")
+        cmd["size"] = obj.get("size")
         _check_ota(cmd)
     return cmd
 
@@ -376,6 +398,9 @@ def _check_ota(cmd):
     for ch in digest:
         if ch not in _HEX:
             raise CommandError(rid, "ota sha256 must be 64 hex digits")
+    size = cmd["size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise CommandError(rid, "ota size must be a positive integer")
 
 
 def is_expired(cmd, now):
