@@ -47,12 +47,13 @@ import threading
 import time
 from typing import IO, Any, Self
 
+from .ports import HOST, free_port
+
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_SERVER = RABBIT_BIN / "rabbitmq-server"
 RABBITMQCTL = RABBIT_BIN / "rabbitmqctl"
 EPMD = shutil.which("epmd") or "/usr/bin/epmd"
 UNAVAILABLE = "rabbitmq-server is not installed (./scripts/setup installs Debian's package)"
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0  # one member boots in ~7 s idle, much slower when CI is busy
 STOP_TIMEOUT_S = 30.0
 ERL_ARGS = (
@@ -64,14 +65,6 @@ ERL_ARGS = (
 def available() -> bool:
     """True when Debian's rabbitmq-server (and Erlang's epmd) can be run here."""
     return RABBITMQ_SERVER.exists() and RABBITMQCTL.exists() and os.path.exists(EPMD)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _port_open(port: int, timeout: float = 0.2) -> bool:
