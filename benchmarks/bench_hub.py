@@ -53,7 +53,7 @@ from custom_components.heartbeat_iot.const import (
     DEFAULT_OPTIONS,
     DOMAIN,
 )
-from custom_components.heartbeat_iot.protocol import (
+from custom_components.heartbeat_iot.homesync.protocol import (
     HEARTBEAT_SCHEMA,
     TELEMETRY_SCHEMA,
     decode_payload,

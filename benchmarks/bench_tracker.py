@@ -56,7 +56,7 @@ else:
 
 def load_tracker() -> ModuleType:
     """Import tracker.py by path: the package's __init__ would import Home Assistant."""
-    path = ROOT / "custom_components" / "heartbeat_iot" / "tracker.py"
+    path = ROOT / "custom_components" / "heartbeat_iot" / "homesync" / "tracker.py"
     spec = importlib.util.spec_from_file_location("heartbeat_iot_tracker", path)
     assert spec is not None
     assert spec.loader is not None

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.heartbeat_iot.commands import (
+from custom_components.heartbeat_iot.homesync.commands import (
     CommandManager,
     CommandResult,
     CommandStatus,
@@ -28,10 +28,10 @@ from custom_components.heartbeat_iot.commands import (
     QueuedIntent,
     TooManyPending,
 )
-from custom_components.heartbeat_iot.protocol import ProtocolError
+from custom_components.heartbeat_iot.homesync.protocol import ProtocolError
 
 EPOCH = 1_738_852_200.0  # 2025-02-06T14:30:00Z, virtual time 0
-LOGGER_NAME = "custom_components.heartbeat_iot.commands"
+LOGGER_NAME = "custom_components.heartbeat_iot.homesync.commands"
 
 
 class VirtualClock:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from custom_components.heartbeat_iot.protocol import (
+from custom_components.heartbeat_iot.homesync.protocol import (
     HEARTBEAT_SCHEMA,
     MAX_PAYLOAD_BYTES,
     METRICS,

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 import pytest
 
-from custom_components.heartbeat_iot.tracker import (
+from custom_components.heartbeat_iot.homesync.tracker import (
     Availability,
     EventType,
     HeartbeatTracker,

@@ -15,8 +15,8 @@ from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
+from .homesync.tracker import Availability
 from .hub import HomeSyncHub
-from .tracker import Availability
 
 PARALLEL_UPDATES = 0
 

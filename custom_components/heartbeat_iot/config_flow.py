@@ -40,7 +40,7 @@ from .const import (
     DEFAULT_OPTIONS,
     DOMAIN,
 )
-from .protocol import DISCOVERY_TOPIC, ProtocolError, is_valid_id, parse_topic
+from .homesync.protocol import DISCOVERY_TOPIC, ProtocolError, is_valid_id, parse_topic
 
 # How long the user step listens for retained birth messages to offer the homes it sees.
 SCAN_SECONDS = 2.0

@@ -21,15 +21,6 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.event import async_track_point_in_utc_time
 from homeassistant.util import dt as dt_util
 
-from .commands import (
-    RESERVED_KEYS,
-    CommandManager,
-    CommandResult,
-    CommandStatus,
-    IntentQueue,
-    QueuedIntent,
-    TooManyPending,
-)
 from .const import (
     CONF_COMMAND_RETRIES,
     CONF_COMMAND_TIMEOUT,
@@ -39,6 +30,15 @@ from .const import (
     EVENT_COMMAND_FAILED,
     KEY_LAST_SEEN,
     KEY_LED,
+)
+from .homesync.commands import (
+    RESERVED_KEYS,
+    CommandManager,
+    CommandResult,
+    CommandStatus,
+    IntentQueue,
+    QueuedIntent,
+    TooManyPending,
 )
 
 if TYPE_CHECKING:

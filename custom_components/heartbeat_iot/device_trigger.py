@@ -20,8 +20,8 @@ from homeassistant.helpers.typing import ConfigType
 import voluptuous as vol
 
 from .const import DOMAIN, EVENT_COMMAND_FAILED
+from .homesync.tracker import EventType
 from .hub import event_type
-from .tracker import EventType
 
 # Trigger type -> bus event type.
 TRIGGER_EVENTS: dict[str, str] = {

@@ -11,7 +11,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
-from .tracker import NodeStatus
+from .homesync.tracker import NodeStatus
 
 # Nodes never send credentials, but a future option or a misbehaving node might.
 TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}

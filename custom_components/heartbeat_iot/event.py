@@ -8,8 +8,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import HomeSyncConfigEntry
 from .entity import HomeSyncNodeEntity, async_add_node_entities
+from .homesync.tracker import EventType, TrackerEvent
 from .hub import HomeSyncHub
-from .tracker import EventType, TrackerEvent
 
 PARALLEL_UPDATES = 0
 

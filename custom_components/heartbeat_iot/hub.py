@@ -41,8 +41,7 @@ from .const import (
     STORAGE_VERSION,
 )
 from .control import NodeControl
-from .logutil import RateLimitedLogger
-from .protocol import (
+from .homesync.protocol import (
     MIN_QUALITY,
     Category,
     MetricSpec,
@@ -57,7 +56,8 @@ from .protocol import (
     truncate,
     validate,
 )
-from .tracker import (
+from .homesync.ratelimit import RateLimitedLogger
+from .homesync.tracker import (
     Availability,
     HeartbeatTracker,
     NodeStatus,

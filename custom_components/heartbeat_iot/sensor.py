@@ -23,9 +23,9 @@ from homeassistant.util import dt as dt_util
 from . import HomeSyncConfigEntry
 from .const import KEY_LAST_SEEN
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
+from .homesync.protocol import METRICS, MetricSpec
+from .homesync.tracker import NodeStatus
 from .hub import HomeSyncHub, signal_new_metric
-from .protocol import METRICS, MetricSpec
-from .tracker import NodeStatus
 
 # Entities only write state on push; Home Assistant need not serialise updates.
 PARALLEL_UPDATES = 0

@@ -13,8 +13,8 @@ from . import HomeSyncConfigEntry
 from .const import KEY_LED, KEY_RELAY
 from .control import LED, RELAY
 from .entity import HomeSyncNodeEntity, async_add_node_entities
+from .homesync.tracker import EventType, TrackerEvent
 from .hub import HomeSyncHub
-from .tracker import EventType, TrackerEvent
 
 # No limit: each call waits for its own node's confirmation (up to timeout × attempts plus
 # backoff), so serialising would let one silent node delay a scene's other relays by ~30 s.

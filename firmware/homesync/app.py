@@ -31,12 +31,15 @@ DEFAULTS = {
     "reboot_after_offline_s": 900,
     "energy_save_s": 900,
     "rssi_interval_s": 60,
+    "rssi_check_s": 5,
+    "announce_spread_s": 5,
     "ntp_interval_s": 21600,
     "relay_boot": "restore",
 }
 MQTT_DEFAULTS = {
     "host": "127.0.0.1",
     "port": None,
+    "brokers": None,
     "keepalive": 60,
     "username": None,
     "password": None,
@@ -70,6 +73,32 @@ def with_defaults(config):
     return out
 
 
+def broker_list(mqtt):
+    """``mqtt.brokers`` (``["host:port", ...]``; wins over host/port) -> ``[(host, port)]``.
+
+    An entry without a port gets ``mqtt.port``; unusable entries are skipped (the caller logs).
+    """
+    given = mqtt.get("brokers")
+    if not given:
+        return [(mqtt["host"], int(mqtt["port"]))]
+    out = []
+    for entry in given:
+        if not isinstance(entry, str) or not entry:
+            continue
+        host = entry
+        port = int(mqtt["port"])
+        colon = entry.rfind(":")
+        if colon > 0 and entry.find(":") == colon:  # one colon: host:port (not bare IPv6)
+            host = entry[:colon]
+            try:
+                port = int(entry[colon + 1 :])
+            except ValueError:
+                continue
+        if host and 0 < port < 65536:
+            out.append((host, port))
+    return out or [(mqtt["host"], int(mqtt["port"]))]
+
+
 class App:
     def __init__(self, hal, config, firmware=None):
         self.hal = hal
@@ -88,6 +117,7 @@ class App:
         self.stall_ms = int(self.cfg["stall_timeout_s"] * 1000)
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
+        self._announce_at = None  # ticks when a hub-requested re-announcement is due
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -161,11 +191,13 @@ class App:
         hal = self.hal
         mq = self.cfg["mqtt"]
         ssl = tls_context(mq["ca_file"], mq["tls_insecure"]) if mq["tls"] else None
+        brokers = broker_list(mq)
         client = MQTTClient(
             hal,
             self.node.client_id(),
-            mq["host"],
-            int(mq["port"]),
+            brokers[0][0],
+            brokers[0][1],
+            brokers=brokers,
             keepalive=int(mq["keepalive"]),
             username=mq["username"] or None,
             password=mq["password"] or None,
@@ -186,10 +218,22 @@ class App:
         node = self.node
         if not session_present:
             await self.mqtt.subscribe(node.subscriptions())
-        for msg in node.on_connected(self.hal.rssi()):
+        node.on_connected()
+        await self._announce()
+
+    async def _announce(self):
+        """Birth, relay, LED, firmware, rssi; each built right before it is queued, so a
+        command handled meanwhile can never be overwritten by an older state."""
+        node = self.node
+        for build in (node.birth, node.relay_msg, node.led_msg, node.firmware_msg, self._rssi):
             if node.stopping:
                 return
-            await self._publish(msg)
+            msg = build()
+            if msg is not None:
+                await self._publish(msg)
+
+    def _rssi(self):
+        return self.node.rssi_msg(self.hal.rssi())
 
     def _on_message(self, topic, payload, retain, token):
         if token is None and len(self.inbox) >= INBOX_LIMIT:
@@ -200,7 +244,7 @@ class App:
 
     async def _publish(self, msg):
         client = self.mqtt
-        if client is None:
+        if client is None or msg is None:
             return False
         return await client.publish(msg[0], msg[1], msg[2], msg[3])
 
@@ -224,6 +268,18 @@ class App:
             await self.mqtt.ack(token)
             if follow is not None and follow[0] == "ota":
                 await self._ota(follow[1])
+            elif follow is not None and follow[0] == "announce":
+                self._schedule_announce()
+
+    def _schedule_announce(self):
+        """The hub came (back): re-announce after a random 0..announce_spread_s delay (many
+        nodes answer one announcement; the spread avoids a thundering herd).  Announcements
+        arriving while one is pending are folded into it."""
+        if self._announce_at is not None:
+            return
+        hal = self.hal
+        delay_ms = int(float(self.cfg["announce_spread_s"]) * 1000 * hal.random())
+        self._announce_at = hal.ticks_add(hal.ticks_ms(), delay_ms)
 
     async def _ota(self, cmd):
         hal = self.hal
@@ -242,6 +298,7 @@ class App:
         heartbeat = Every(hal, node.heartbeat_interval * 1000)
         telemetry = Every(hal, node.telemetry_interval * 1000)
         rssi = Every(hal, self.cfg["rssi_interval_s"] * 1000, False)
+        rssi_check = Every(hal, self.cfg["rssi_check_s"] * 1000, False)
         save = Every(hal, self.cfg["energy_save_s"] * 1000, False)
         pause = self.cfg["measure_interval_ms"] / 1000
         while True:
@@ -260,9 +317,16 @@ class App:
                     for msg in node.telemetry():
                         await self._publish(msg)
             if self.mqtt.connected and rssi.due():
-                msg = node.rssi_msg(hal.rssi())
-                if msg is not None:
-                    await self._publish(msg)
+                await self._publish(self._rssi())
+            elif self.mqtt.connected and rssi_check.due():
+                value = hal.rssi()
+                if node.rssi_changed(value):
+                    await self._publish(node.rssi_msg(value))
+            due = self._announce_at
+            if due is not None and hal.ticks_diff(hal.ticks_ms(), due) >= 0:
+                self._announce_at = None
+                if self.mqtt.connected:
+                    await self._announce()
             if save.due() and node.energy_unsaved():
                 node.save_state()
             hal.collect_garbage()

@@ -344,11 +344,15 @@ class MQTTClient:
         max_inflight=16,
         io_timeout=10.0,
         max_packet=16384,
+        brokers=None,
     ):
         self._hal = hal
         self.client_id = client_id
-        self.host = host
-        self.port = port
+        # ``brokers``: [(host, port), ...]; the client moves to the next one after a failed
+        # connect or a dropped link (a cluster's members, or a primary and a standby).
+        self.brokers = list(brokers) if brokers else [(host, port)]
+        self.broker_index = 0
+        self.host, self.port = self.brokers[0]
         self.keepalive = keepalive
         self._username = username
         self._password = password
@@ -414,9 +418,15 @@ class MQTTClient:
                     break
                 if hal.ticks_diff(hal.ticks_ms(), up_at) >= self.stable_ms:
                     self.fails = 0
+            self._next_broker()
             delay = backoff_delay(self.fails, hal.random(), self.backoff_base, self.backoff_cap)
             self.fails += 1
-            hal.log("mqtt: retry in {} ms ({})".format(int(delay * 1000), self.last_reason))
+            where = ""
+            if len(self.brokers) > 1:
+                where = " at {}:{}".format(self.host, self.port)
+            hal.log(
+                "mqtt: retry in {} ms{} ({})".format(int(delay * 1000), where, self.last_reason)
+            )
             await asyncio.sleep(delay)
 
     async def publish(self, topic, payload, qos=0, retain=False):
@@ -506,6 +516,11 @@ class MQTTClient:
         return writer
 
     # ----------------------------------------------------------------- internals
+
+    def _next_broker(self):
+        if len(self.brokers) > 1:
+            self.broker_index = (self.broker_index + 1) % len(self.brokers)
+            self.host, self.port = self.brokers[self.broker_index]
 
     def _new_pid(self):
         while True:

@@ -16,6 +16,7 @@ from homesync.clock import MIN_VALID_UNIX, Uptime
 
 CACHE_SIZE = 32
 SOURCES = ("command", "button", "boot")
+RSSI_STEP_DB = 3
 
 
 class Node:
@@ -34,6 +35,8 @@ class Node:
         self.relay = bool(state.get("relay", False))
         self.relay_source = "boot"
         self.led_mode = "relay"  # "relay" follows the relay; "on"/"off"/"blink" after a command
+        self.led_source = "boot"
+        self.rssi_published = None  # last rssi value published (change detection, >= 3 dB)
         self.energy_uwh = int(state.get("energy_uwh", 0))  # integer micro-Wh: no float drift
         self._saved_energy = self.energy_uwh
         self.seq = 0
@@ -59,8 +62,15 @@ class Node:
     def client_id(self):
         return "homesync_{}_{}_{}".format(self.home_id, self.node_id, self.client_suffix)
 
+    def hub_topic(self):
+        return protocol.hub_topic(self.home_id)
+
     def subscriptions(self):
-        return [(self.topic("command", "+"), 1), (self.topic("status", "online"), 1)]
+        return [
+            (self.topic("command", "+"), 1),
+            (self.topic("status", "online"), 1),
+            (self.hub_topic(), 1),
+        ]
 
     def now(self):
         """Unix seconds when the clock is synchronised and plausible, else ``None``."""
@@ -127,6 +137,16 @@ class Node:
         obj = protocol.relay_status(self.relay, self.relay_source, self.now())
         return self._msg("status", "relay", obj, 1, True)
 
+    def led_state(self):
+        """What the LED shows: ``on``/``off``/``blink`` (``relay`` mode follows the relay)."""
+        if self.led_mode == "relay":
+            return "on" if self.relay else "off"
+        return self.led_mode
+
+    def led_msg(self):
+        obj = protocol.led_status(self.led_state(), self.led_source, self.now())
+        return self._msg("status", "led", obj, 1, True)
+
     def firmware_msg(self):
         return self._msg(
             "status", "firmware", protocol.firmware_status(self.firmware, self.now()), 1, True
@@ -135,13 +155,25 @@ class Node:
     def rssi_msg(self, value):
         if value is None:
             return None
+        self.rssi_published = int(value)
         return self._msg("status", "rssi", protocol.rssi(value), 1, False)
 
-    def on_connected(self, rssi=None):
-        """Messages for a fresh connection: birth first, then the retained state."""
+    def rssi_changed(self, value):
+        """True when ``value`` differs from the last published rssi by >= 3 dB."""
+        if value is None:
+            return False
+        last = self.rssi_published
+        return last is None or abs(int(value) - last) >= RSSI_STEP_DB
+
+    def on_connected(self):
+        """A fresh connection: count it.  The app then publishes ``ANNOUNCE`` in order, each
+        message built just before it is sent (a state built earlier could go out stale)."""
         self.connects += 1
         self.connected = True
-        out = [self.birth(), self.relay_msg(), self.firmware_msg()]
+
+    def announce(self, rssi=None):
+        """Birth first, then the retained state, then rssi (built now: the current truth)."""
+        out = [self.birth(), self.relay_msg(), self.led_msg(), self.firmware_msg()]
         msg = self.rssi_msg(rssi)
         if msg is not None:
             out.append(msg)
@@ -154,7 +186,9 @@ class Node:
 
     def heartbeat(self):
         """Next heartbeat; ``seq`` starts at 0 on boot and counts every healthy cycle's beat."""
-        obj = protocol.heartbeat(self.seq, self.uptime.seconds(), self.heartbeat_interval)
+        obj = protocol.heartbeat(
+            self.seq, self.uptime.seconds(), self.heartbeat_interval, self.relay, self.led_state()
+        )
         self.seq += 1
         return self._msg("status", "heartbeat", obj, 0, False)
 
@@ -188,12 +222,20 @@ class Node:
         self.relay_source = source
         self.save_state()
         self.hal.relay_set(on)
+        if changed and self.led_mode == "relay":
+            self.led_source = "relay"
         self.apply_led()
         return changed
 
+    def relay_msgs(self, changed):
+        """``status/relay``, plus ``status/led`` when the LED follows the relay and it changed."""
+        out = [self.relay_msg()]
+        if changed and self.led_mode == "relay":
+            out.append(self.led_msg())
+        return out
+
     def button(self):
-        self.set_relay(not self.relay, "button")
-        return [self.relay_msg()]
+        return self.relay_msgs(self.set_relay(not self.relay, "button"))
 
     def apply_led(self):
         mode = self.led_mode
@@ -217,6 +259,8 @@ class Node:
         ``action`` is ``None`` or a follow-up for the app (``("ota", cmd)``,
         ``("config", values)``).  Never raises for bad input.
         """
+        if topic == self.hub_topic():
+            return [], self._hub_status(payload, retain)
         parts = protocol.parse_topic(topic)
         if parts is None or parts[0] != self.home_id or parts[1] != self.node_id:
             self.hal.log("node: ignored message on {}".format(topic))
@@ -227,6 +271,19 @@ class Node:
         if category == "command":
             return self.command(name, payload)
         return [], None
+
+    def _hub_status(self, payload, retain):
+        """The integration (re)started: ``("announce", None)`` asks the app to re-publish birth
+        and state after a random delay (docs/protocol.md "Hub announcement")."""
+        if retain:
+            return None  # the contract says non-retained; a stale retained one is no news
+        try:
+            obj = protocol.decode(payload)
+        except protocol.ProtocolError:
+            return None
+        if obj.get("online") is not True or self.stopping:
+            return None
+        return ("announce", None)
 
     def _own_online(self, payload, retain):
         """A will published for a session we already replaced: restore the retained truth.
@@ -286,13 +343,15 @@ class Node:
             target = (not self.relay) if action == "toggle" else action == "on"
             resp = protocol.response(rid, "success", "on" if target else "off", now=now)
             self._remember(rid, resp, True)
-            self.set_relay(target, "command")  # persists the cache entry with the state
-            out.append(self.relay_msg())
+            changed = self.set_relay(target, "command")  # persists the cache entry too
+            out.extend(self.relay_msgs(changed))
         elif name == "led":
             self.led_mode = action
+            self.led_source = "command"
             self.apply_led()
             resp = protocol.response(rid, "success", action, now=now)
             self._remember(rid, resp, False)
+            out.append(self.led_msg())
         elif name == "config":
             values = cmd["config"]
             for key in values:

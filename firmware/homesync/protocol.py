@@ -42,10 +42,15 @@ METRIC_DIGITS = {
     "frequency": 2,
     "temperature": 1,
 }
-MAX_PAYLOAD = 65536
+MAX_PAYLOAD = 65536  # node -> HA payloads (docs/protocol.md)
+# A command payload (the JSON bytes) is at most this long; the integration refuses larger ones
+# before sending and a contract test compares both constants (docs/protocol.md "Size limits").
+MAX_COMMAND_BYTES = 4096
 MAX_REQUEST_ID = 64  # the integration's limit too
 DEFAULT_TTL = 30
 ONLINE_REASONS = ("boot", "reconnect", "shutdown", "unexpected_disconnect")
+LED_STATES = ("on", "off", "blink")
+LED_SOURCES = ("command", "boot", "relay")
 
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _ID_REST = _ID_FIRST + "_-"
@@ -87,6 +92,11 @@ def valid_name(value):
 
 def topic(home_id, node_id, category, name):
     return "{}/{}/nodes/{}/{}/{}".format(PREFIX, home_id, node_id, category, name)
+
+
+def hub_topic(home_id):
+    """``homesync/{home_id}/hub/status``: the integration's non-retained announcement."""
+    return "{}/{}/hub/status".format(PREFIX, home_id)
 
 
 def parse_topic(value):
@@ -270,6 +280,11 @@ def relay_status(state, source, now=None):
     return _stamp({"state": "on" if state else "off", "source": source}, now)
 
 
+def led_status(state, source, now=None):
+    """``{"state": "on"|"off"|"blink", "source": "command"|"boot"|"relay"}`` (retained)."""
+    return _stamp({"state": state, "source": source}, now)
+
+
 def firmware_status(version, now=None):
     return _stamp({"version": version}, now)
 
@@ -278,8 +293,14 @@ def rssi(value):
     return {"value": int(value), "unit": "dBm"}
 
 
-def heartbeat(seq, uptime, interval):
-    return {"seq": int(seq), "uptime": int(uptime), "interval": int(interval)}
+def heartbeat(seq, uptime, interval, relay=None, led=None):
+    """``relay`` (bool) and ``led`` (``on``/``off``/``blink``) are the node's current state."""
+    obj = {"seq": int(seq), "uptime": int(uptime), "interval": int(interval)}
+    if relay is not None:
+        obj["relay"] = "on" if relay else "off"
+    if led is not None:
+        obj["led"] = led
+    return obj
 
 
 def response(request_id, status, result=None, error=None, now=None, extra=None):

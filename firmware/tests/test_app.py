@@ -6,7 +6,7 @@ import json
 from fakes import FakeBroker, FakeHAL, near_wrap_clock, run_async
 
 from homesync import mqtt, protocol
-from homesync.app import App
+from homesync.app import App, broker_list
 
 BASE = "homesync/h/nodes/n/"
 
@@ -23,7 +23,11 @@ def make_app(**overrides):
         "mqtt": {"keepalive": 1, "backoff_min_s": 0.02, "backoff_max_s": 0.05},
     }
     for key, value in overrides.items():
-        cfg[key] = value
+        if key == "mqtt":
+            for sub in value:
+                cfg["mqtt"][sub] = value[sub]
+        else:
+            cfg[key] = value
     hal = FakeHAL(clock=near_wrap_clock(500))
     broker = FakeBroker()
     app = App(hal, cfg, "9.9.9")
@@ -209,5 +213,93 @@ def test_reconnect_publishes_reconnect_birth_and_skips_subscribe_with_session():
         await asyncio.sleep(0.1)
         assert broker.conn.of_type(mqtt.SUBSCRIBE) == []
         finish(app, broker)
+
+    run_async(main)
+
+
+def test_connect_announces_led_and_rssi_and_subscribes_to_hub():
+    async def main():
+        app, _hal, broker = make_app()
+        await start(app)
+        assert await until(lambda: published(broker.conn, "status/rssi"))
+        led = published(broker.conn, "status/led")[0]
+        assert led[1]["state"] == "off"
+        assert led[2:] == (1, True)
+        subs = broker.conn.of_type(mqtt.SUBSCRIBE)
+        assert b"homesync/h/hub/status" in subs[0][2]
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_hub_announcement_reannounces_after_random_delay():
+    async def main():
+        app, hal, broker = make_app()
+        hal.random = lambda: 0.0  # the spread's lower end: 0 s
+        await start(app)
+        assert await until(lambda: published(broker.conn, "status/rssi"))
+        before = len(broker.conn.packets)
+        broker.publish("homesync/h/hub/status", b'{"online": true}', qos=1, pid=3)
+        assert await until(lambda: len(published(broker.conn, "status/online")) == 2)
+        again = []
+        for ptype, flags, body in broker.conn.packets[before:]:
+            if ptype == mqtt.PUBLISH:
+                again.append(mqtt.parse_publish(flags, body)[0][len(BASE) :])
+        assert await until(lambda: len(published(broker.conn, "status/rssi")) == 2)
+        for name in ("status/online", "status/relay", "status/led", "status/firmware"):
+            assert name in again or len(published(broker.conn, name)) == 2, name
+        assert published(broker.conn, "status/online")[1][1]["online"] is True
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_rssi_republished_on_3_db_change():
+    async def main():
+        app, hal, broker = make_app(rssi_check_s=0.05)
+        await start(app)
+        assert await until(lambda: published(broker.conn, "status/rssi"))
+        hal.rssi_value = -62  # 1 dB: no news
+        await asyncio.sleep(0.3)
+        assert len(published(broker.conn, "status/rssi")) == 1
+        hal.rssi_value = -70
+        assert await until(lambda: len(published(broker.conn, "status/rssi")) == 2)
+        assert published(broker.conn, "status/rssi")[1][1]["value"] == -70
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_broker_list_parsing():
+    base = {"host": "10.0.0.1", "port": 1883}
+    assert broker_list(base) == [("10.0.0.1", 1883)]
+    mq = {"host": "x", "port": 1883, "brokers": ["127.0.0.1:1884", "127.0.0.2", "bad:port", 5]}
+    assert broker_list(mq) == [("127.0.0.1", 1884), ("127.0.0.2", 1883)]
+    assert broker_list({"host": "h", "port": 1, "brokers": []}) == [("h", 1)]
+
+
+def test_client_rotates_brokers_after_failed_connect_and_dropped_link():
+    async def main():
+        first = FakeBroker()
+        second = FakeBroker()
+        first.refuse = 3  # server unavailable
+        opened = []
+
+        async def opener(host, port, ssl=None):
+            opened.append(port)
+            return await (first if port == 1 else second).open(host, port, ssl)
+
+        app, _hal, _unused = make_app(mqtt={"brokers": ["127.0.0.1:1", "127.0.0.1:2"]})
+        app.opener = opener
+        await start(app)
+        assert opened[:2] == [1, 2]
+        assert app.mqtt.port == 2
+        first.refuse = 0
+        second.cut()
+        assert await until(lambda: len(opened) >= 3 and app.mqtt.connected)
+        assert opened[2] == 1
+        app.kill()
+        first.stop()
+        second.stop()
 
     run_async(main)

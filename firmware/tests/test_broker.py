@@ -395,3 +395,44 @@ def test_simulated_ota_reboots_into_new_version(node_factory, peer_factory):
     assert birth[2]["reason"] == "boot"
     assert peer.wait_for("status/firmware", lambda p: p["version"] == "0.2.0", since=t0)
     node.wait_log("sim: reset (reset)")
+
+
+def test_hub_announcement_gets_birth_and_state_again(node_factory, peer_factory):
+    """Retained state is an optimisation: a hub that (re)starts asks and gets it live."""
+    peer = peer_factory("n1")
+    node = node_factory("n1", relay=True, announce_spread_s=0.3).start()
+    peer.wait_for("status/rssi")
+    peer.wait_for("status/heartbeat", lambda p: p.get("relay") == "on" and p.get("led") == "on")
+    t0 = time.monotonic()
+    info = peer.client.publish("homesync/h1/hub/status", b'{"online": true}', qos=1)
+    info.wait_for_publish(5)
+    for name in ("status/online", "status/relay", "status/led", "status/firmware", "status/rssi"):
+        msg = peer.wait_for(name, since=t0)
+        assert msg[3] is False, name  # live, not the retained copy
+    assert peer.get("status/led", since=t0)[0][2]["state"] == "on"
+    assert peer.get("status/online", since=t0)[0][2]["online"] is True
+    node.wait_log("session_present=0")
+
+
+def test_node_rotates_to_next_broker_when_its_broker_dies(broker, tmp_path, peer_factory):
+    other_dir = tmp_path / "broker2"
+    other_dir.mkdir()
+    second = Broker(str(other_dir))
+    second.start()
+    node = None
+    try:
+        brokers = ["127.0.0.1:{}".format(broker.port), "127.0.0.1:{}".format(second.port)]
+        node = NodeProcess(str(tmp_path), broker.port, "n1", mqtt={"brokers": brokers}).start()
+        peer = peer_factory("n1")
+        peer.wait_for("status/heartbeat")
+        node.wait_log("connected to 127.0.0.1:{}".format(broker.port))
+        peer2 = peer_factory("n1", port=second.port)
+        broker.stop()
+        peer2.wait_for("status/online", lambda p: p["online"] is True, timeout=15)
+        node.wait_log("connected to 127.0.0.1:{}".format(second.port))
+        peer2.command("relay", "on", "on-second")
+        assert peer2.wait_for("response/command")[2]["status"] == "success"
+    finally:
+        if node is not None:
+            node.close()
+        second.stop()

@@ -58,9 +58,16 @@ def test_relay_boot_modes():
 
 def test_connect_messages_birth_first():
     node, _ = make()
-    msgs = node.on_connected(rssi=-70)
+    node.on_connected()
+    msgs = node.announce(rssi=-70)
     topics = [m[0][len(BASE) :] for m in msgs]
-    assert topics == ["status/online", "status/relay", "status/firmware", "status/rssi"]
+    assert topics == [
+        "status/online",
+        "status/relay",
+        "status/led",
+        "status/firmware",
+        "status/rssi",
+    ]
     got = by_topic(msgs)
     obj, qos, retain = got["status/online"]
     assert obj["online"] is True
@@ -71,7 +78,11 @@ def test_connect_messages_birth_first():
     assert got["status/relay"][0]["source"] == "boot"
     assert got["status/relay"][2] is True
     assert got["status/rssi"] == ({"value": -70, "unit": "dBm"}, 1, False)
-    second = by_topic(node.on_connected())
+    assert got["status/led"][0]["state"] == "off"  # follows the relay (off) by default
+    assert got["status/led"][0]["source"] == "boot"
+    assert got["status/led"][1:] == (1, True)
+    node.on_connected()
+    second = by_topic(node.announce())
     assert second["status/online"][0]["reason"] == "reconnect"
 
 
@@ -219,7 +230,7 @@ def test_heartbeat_sequence_starts_at_zero():
     node, hal = make()
     first = parsed(node.heartbeat())
     assert first[0] == BASE + "status/heartbeat"
-    assert first[1] == {"seq": 0, "uptime": 0, "interval": 30}
+    assert first[1] == {"seq": 0, "uptime": 0, "interval": 30, "relay": "off", "led": "off"}
     assert (first[2], first[3]) == (0, False)
     hal.clock.advance(30000)
     assert parsed(node.heartbeat())[1]["seq"] == 1
@@ -288,3 +299,56 @@ def test_own_offline_ignored_when_not_connected():
     node, _ = make()
     will = protocol.encode(protocol.will())
     assert node.handle(BASE + "status/online", will)[0] == []
+
+
+def test_led_state_published_retained_on_change():
+    node, hal = make()
+    out, _ = node.handle(*cmd("relay", "on", "r-led"))
+    got = by_topic(out)
+    assert got["status/led"] == (
+        {"state": "on", "source": "relay", "timestamp": protocol.iso_utc(UNIX_NOW)},
+        1,
+        True,
+    )
+    out, _ = node.handle(*cmd("led", "blink", "l-led"))
+    got = by_topic(out)
+    assert got["status/led"][0]["state"] == "blink"
+    assert got["status/led"][0]["source"] == "command"
+    assert [m[0][len(BASE) :] for m in out][-1] == "response/command"
+    out, _ = node.handle(*cmd("relay", "off", "r-led2"))
+    assert "status/led" not in by_topic(out)  # blinking: the relay no longer drives the LED
+    got = by_topic(node.button())
+    assert "status/led" not in got
+
+
+def test_heartbeat_carries_relay_and_led():
+    node, _ = make()
+    assert parsed(node.heartbeat())[1]["relay"] == "off"
+    node.handle(*cmd("relay", "on", "hb-1"))
+    beat = parsed(node.heartbeat())[1]
+    assert beat["relay"] == "on"
+    assert beat["led"] == "on"
+    node.handle(*cmd("led", "blink", "hb-2"))
+    assert parsed(node.heartbeat())[1]["led"] == "blink"
+
+
+def test_rssi_change_of_3_db_is_news():
+    node, _ = make()
+    assert node.rssi_changed(-60)  # nothing published yet
+    node.rssi_msg(-60)
+    assert not node.rssi_changed(-62)
+    assert not node.rssi_changed(-58)
+    assert node.rssi_changed(-63)
+    assert node.rssi_changed(-57)
+    assert not node.rssi_changed(None)
+
+
+def test_hub_announcement_asks_for_reannounce():
+    node, _ = make()
+    topic = "homesync/home1/hub/status"
+    assert (topic, 1) in node.subscriptions()
+    assert node.handle(topic, b'{"online": true}') == ([], ("announce", None))
+    assert node.handle(topic, b'{"online": true}', retain=True) == ([], None)
+    assert node.handle(topic, b'{"online": false}') == ([], None)
+    assert node.handle(topic, b"garbage") == ([], None)
+    assert node.handle("homesync/other/hub/status", b'{"online": true}') == ([], None)

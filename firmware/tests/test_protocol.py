@@ -93,6 +93,11 @@ def test_status_payloads():
     assert protocol.relay_status(True, "button") == {"state": "on", "source": "button"}
     assert protocol.rssi(-61) == {"value": -61, "unit": "dBm"}
     assert protocol.heartbeat(3, 40, 30) == {"seq": 3, "uptime": 40, "interval": 30}
+    beat = protocol.heartbeat(3, 40, 30, True, "blink")
+    assert (beat["relay"], beat["led"]) == ("on", "blink")
+    assert protocol.led_status("on", "relay") == {"state": "on", "source": "relay"}
+    assert protocol.hub_topic("h1") == "homesync/h1/hub/status"
+    assert protocol.MAX_COMMAND_BYTES == 4096
     resp = protocol.response("r1", "error", error="boom")
     assert resp == {"request_id": "r1", "status": "error", "error": "boom"}
     assert json.loads(protocol.encode(resp)) == resp
