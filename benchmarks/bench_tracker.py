@@ -55,15 +55,20 @@ else:
 
 
 def load_tracker() -> ModuleType:
-    """Import tracker.py by path: the package's __init__ would import Home Assistant."""
-    path = ROOT / "custom_components" / "heartbeat_iot" / "homesync" / "tracker.py"
-    spec = importlib.util.spec_from_file_location("heartbeat_iot_tracker", path)
+    """Import homesync/tracker.py without the integration package (its __init__ imports HA).
+
+    The pure library is loaded as a package of its own, so its relative imports work.
+    """
+    library = ROOT / "custom_components" / "heartbeat_iot" / "homesync"
+    spec = importlib.util.spec_from_file_location(
+        "homesync_lib", library / "__init__.py", submodule_search_locations=[str(library)]
+    )
     assert spec is not None
     assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(package)
+    return importlib.import_module("homesync_lib.tracker")
 
 
 T = load_tracker()

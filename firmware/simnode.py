@@ -11,7 +11,8 @@ Runs unchanged on CPython and on the MicroPython unix port::
      "state_root": "/tmp/homesync-sim", "duration": null, "quiet": false,
      "nodes": [{"node_id": "plug-01", "load": "fridge", "load_scale": 0.1,
                 "control": "/tmp/plug-01.control",  # optional: fault commands at run time
-                "faults": [{"kind": "freeze", "at": 20, "duration": 30}],
+                "faults": [{"kind": "freeze", "at": 20, "duration": 30},
+                           {"kind": "reboot", "at": 60, "every": 180}],
                 "config": {...}, "firmware": "0.1.0", "seed": 1}]}
 
 Each node behaves like a device: a simulated watchdog resets it when the supervisor stops
@@ -151,6 +152,11 @@ class SimNode:
         for item in self.schedule:
             if elapsed >= item.get("at", 0):
                 self.apply(item)
+                every = item.get("every")
+                if every:
+                    again = _copy(item)
+                    again["at"] = item.get("at", 0) + every
+                    keep.append(again)
             else:
                 keep.append(item)
         self.schedule = keep

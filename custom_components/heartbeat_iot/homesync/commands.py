@@ -18,14 +18,13 @@ import math
 from typing import Any, Final
 import uuid
 
+from .clock import Clock
 from .protocol import Category, ProtocolError, build_topic, is_valid_id
 
 _LOGGER = logging.getLogger(__name__)
 
 type Publish = Callable[[str, str], Awaitable[None]]
 """Send (topic, JSON payload); the glue publishes with QoS 1, never retained."""
-type Clock = Callable[[], float]
-"""Wall-clock UNIX seconds."""
 
 # Keys the manager owns in a command payload. `ttl` is deliberately not among them: a caller
 # may pass its own (an OTA download can legitimately need longer than a relay toggle).
@@ -166,12 +165,6 @@ class CommandManager:
         self._new_request_id = new_request_id
         # request_id → command; exactly one waiter (the send() that created it) per id.
         self._pending: dict[str, _Pending] = {}
-
-    def configure(self, *, timeout: float, retries: int) -> None:
-        """Apply new defaults (options flow); commands already in flight keep theirs."""
-        _check_timing(timeout, retries)
-        self._timeout = timeout
-        self._retries = retries
 
     async def send(
         self,
