@@ -171,7 +171,13 @@ def targets_table(targets: Sequence[Target]) -> str:
     return table(
         ["target", "measured", "limit", "verdict", "why"],
         [
-            [t.target_id, f"{fmt(t.measured)} {t.unit}", f"{fmt(t.limit)} {t.unit}", t.verdict, t.why]
+            [
+                t.target_id,
+                f"{fmt(t.measured)} {t.unit}",
+                f"{fmt(t.limit)} {t.unit}",
+                t.verdict,
+                t.why,
+            ]
             for t in targets
         ],
     )

@@ -24,8 +24,8 @@ rep by rep in this one run (rotating order), all against the same node on the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import asyncio
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 import importlib.util
 import json
@@ -212,6 +212,104 @@ def nodelay(sock: socket.socket) -> bool:
     return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
+class Runner:
+    """The three variants; on/off alternate across all of them (every command switches)."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        relay_id: str,
+        sock: socket.socket,
+        raw: RawRequester,
+        *,
+        restore: bool,
+    ) -> None:
+        self.hass = hass
+        self.relay_id = relay_id
+        self.sock = sock
+        self.raw = raw
+        self.restore = 1 if restore else 0  # TCP_NODELAY as our integration left it
+        self.flip = 0
+
+    async def via_ha(self, count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            service = "turn_on" if self.flip % 2 == 0 else "turn_off"
+            self.flip += 1
+            start = time.perf_counter()
+            await self.hass.services.async_call(
+                SWITCH_DOMAIN, service, {ATTR_ENTITY_ID: self.relay_id}, blocking=True
+            )
+            out.append((time.perf_counter() - start) * 1000)
+            await asyncio.sleep(GAP_MS / 1000)
+        return out
+
+    async def ours(self, count: int) -> list[float]:
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, self.restore)
+        return await self.via_ha(count)
+
+    async def stock(self, count: int) -> list[float]:
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        try:
+            return await self.via_ha(count)
+        finally:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, self.restore)
+
+    async def raw_paho(self, count: int) -> list[float]:
+        first = self.flip
+        self.flip += count
+        return await self.hass.async_add_executor_job(self.raw.run, count, first)
+
+
+VARIANTS = {
+    "raw": "raw paho request → node → response (both TCP_NODELAY)",
+    "ours": "HA `switch.turn_on/off`, confirmed, our TCP_NODELAY on",
+    "stock": "HA `switch.turn_on/off`, confirmed, HA's stock socket",
+}
+
+
+def summarize(samples: dict[str, list[list[float]]]) -> tuple[list[list[str]], list[Target]]:
+    """Table rows (p50 / p99 per variant, ratios to raw) and the two relay targets."""
+
+    def stats(key: str, q: float) -> list[float]:
+        return [percentile(rep_samples, q) for rep_samples in samples[key]]
+
+    rows = []
+    for key, label in VARIANTS.items():
+        p50 = stats(key, 50)
+        p99 = stats(key, 99)
+        raw50 = stats("raw", 50)
+        raw99 = stats("raw", 99)
+        ratio50 = [a / b for a, b in zip(p50, raw50, strict=True)]
+        ratio99 = [a / b for a, b in zip(p99, raw99, strict=True)]
+        rows.append(
+            [
+                label,
+                *fmt_stat(p50),
+                *fmt_stat(p99),
+                f"{fmt_stat(ratio50)[0]}× / {fmt_stat(ratio99)[0]}×",
+            ]
+        )
+
+    def median_ratio(q: float) -> float:
+        return median(a / b for a, b in zip(stats("ours", q), stats("raw", q), strict=True))
+
+    ours50, raw50m = median(stats("ours", 50)), median(stats("raw", 50))
+    ours99, raw99m = median(stats("ours", 99)), median(stats("raw", 99))
+    stock50 = median(stats("stock", 50))
+    why50 = (
+        f"ours {ours50:.2f} ms vs raw {raw50m:.2f} ms p50; HA's stock socket {stock50:.1f} ms. "
+        "The difference to raw is Home Assistant's service call, our command manager, the "
+        "entity's state write and HA's MQTT dispatch of the answer"
+    )
+    why99 = f"ours {ours99:.2f} ms vs raw {raw99m:.2f} ms p99 (per-rep p99 of {COMMANDS} commands)"
+    targets = [
+        Target("relay_p50_vs_raw", median_ratio(50), 1.5, "× raw", why50),
+        Target("relay_p99_vs_raw", median_ratio(99), 1.5, "× raw", why99),
+    ]
+    return rows, targets
+
+
 @pytest.mark.timeout(1800)
 async def test_bench_relay(hass: HomeAssistant, broker: Any, node: Any) -> None:
     """Measure, print and write the table (no timing assertions: a benchmark, not a test)."""
@@ -255,52 +353,19 @@ async def test_bench_relay(hass: HomeAssistant, broker: Any, node: Any) -> None:
         set_by_us = nodelay(sock)
         raw = await hass.async_add_executor_job(RawRequester, broker.port)
 
-        flip = 0
-
-        async def via_ha(count: int) -> list[float]:
-            nonlocal flip
-            out = []
-            for _ in range(count):
-                service = "turn_on" if flip % 2 == 0 else "turn_off"
-                flip += 1
-                start = time.perf_counter()
-                await hass.services.async_call(
-                    SWITCH_DOMAIN, service, {ATTR_ENTITY_ID: relay_id}, blocking=True
-                )
-                out.append((time.perf_counter() - start) * 1000)
-                await asyncio.sleep(GAP_MS / 1000)
-            return out
-
-        async def ours(count: int) -> list[float]:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if set_by_us else 0)
-            return await via_ha(count)
-
-        async def stock(count: int) -> list[float]:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-            try:
-                return await via_ha(count)
-            finally:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if set_by_us else 0)
-
-        async def raw_paho(count: int) -> list[float]:
-            nonlocal flip
-            assert raw is not None
-            first = flip
-            flip += count
-            return await hass.async_add_executor_job(raw.run, count, first)
-
-        variants: list[tuple[str, str, Callable[[int], Any]]] = [
-            ("raw", "raw paho request → node → response (both TCP_NODELAY)", raw_paho),
-            ("ours", "HA `switch.turn_on/off`, confirmed, our TCP_NODELAY on", ours),
-            ("stock", "HA `switch.turn_on/off`, confirmed, HA's stock socket", stock),
+        runner = Runner(hass, relay_id, sock, raw, restore=set_by_us)
+        variants: list[tuple[str, Callable[[int], Any]]] = [
+            ("raw", runner.raw_paho),
+            ("ours", runner.ours),
+            ("stock", runner.stock),
         ]
-        for _key, _label, run in variants:
+        for _key, run in variants:
             await run(WARMUP)
-        samples: dict[str, list[list[float]]] = {key: [] for key, _, _ in variants}
+        samples: dict[str, list[list[float]]] = {key: [] for key, _ in variants}
         n_reps = reps()
         for rep in range(n_reps):
             shift = rep % len(variants)
-            for key, _label, run in variants[shift:] + variants[:shift]:
+            for key, run in variants[shift:] + variants[:shift]:
                 samples[key].append(await run(COMMANDS))
             print(f"rep {rep + 1}/{n_reps} done", flush=True)
         still_set = nodelay(ha_socket(hass))
@@ -313,42 +378,7 @@ async def test_bench_relay(hass: HomeAssistant, broker: Any, node: Any) -> None:
         await hass.async_block_till_done()
     wall = time.perf_counter() - wall
 
-    def stats(key: str, q: float) -> list[float]:
-        return [percentile(rep_samples, q) for rep_samples in samples[key]]
-
-    rows = []
-    for key, label, _ in variants:
-        p50 = stats(key, 50)
-        p99 = stats(key, 99)
-        raw50 = stats("raw", 50)
-        raw99 = stats("raw", 99)
-        ratio50 = [a / b for a, b in zip(p50, raw50, strict=True)]
-        ratio99 = [a / b for a, b in zip(p99, raw99, strict=True)]
-        rows.append(
-            [
-                label,
-                *fmt_stat(p50),
-                *fmt_stat(p99),
-                f"{fmt_stat(ratio50)[0]}× / {fmt_stat(ratio99)[0]}×",
-            ]
-        )
-
-    def median_ratio(q: float) -> float:
-        return median(a / b for a, b in zip(stats("ours", q), stats("raw", q), strict=True))
-
-    ours50, raw50m = median(stats("ours", 50)), median(stats("raw", 50))
-    ours99, raw99m = median(stats("ours", 99)), median(stats("raw", 99))
-    stock50 = median(stats("stock", 50))
-    why50 = (
-        f"ours {ours50:.2f} ms vs raw {raw50m:.2f} ms p50; HA's stock socket {stock50:.1f} ms. "
-        "The difference to raw is Home Assistant's service call, our command manager, the "
-        "entity's state write and HA's MQTT dispatch of the answer"
-    )
-    why99 = f"ours {ours99:.2f} ms vs raw {raw99m:.2f} ms p99 (per-rep p99 of {COMMANDS} commands)"
-    targets = [
-        Target("relay_p50_vs_raw", median_ratio(50), 1.5, "× raw", why50),
-        Target("relay_p99_vs_raw", median_ratio(99), 1.5, "× raw", why99),
-    ]
+    rows, targets = summarize(samples)
     report(
         "bench_relay",
         "bench_relay — confirmed relay through Home Assistant vs the raw MQTT round trip",

@@ -60,7 +60,9 @@ def run_one(bench: Benchmark, results: Path, logs: Path, *, quick: bool) -> tupl
             ok = False
             status = f"timed out after {timeout:.0f} s"
     wall = time.perf_counter() - start
-    written = (results / f"{bench.name}.json").is_file() and (results / f"{bench.name}.md").is_file()
+    written = (results / f"{bench.name}.json").is_file() and (
+        results / f"{bench.name}.md"
+    ).is_file()
     if ok and not written:
         ok = False
         status = f"wrote no {bench.name}.json / .md into {results}"
@@ -171,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = {bench.name: bench for bench in BENCHMARKS}
     selected = list(BENCHMARKS)
     if args.only:
-        unknown = [name.removesuffix(".py") for name in args.only if name.removesuffix(".py") not in known]
+        unknown = [
+            name.removesuffix(".py") for name in args.only if name.removesuffix(".py") not in known
+        ]
         if unknown:
             parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(known)}")
         selected = [known[name.removesuffix(".py")] for name in args.only]

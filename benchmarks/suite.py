@@ -38,7 +38,16 @@ def harness(file: str, *, timeout_s: float = 1800, quick_timeout_s: float = 180)
     """A benchmark on Home Assistant's pytest harness (never ``-v``: DEBUG logs per message)."""
     return Benchmark(
         file.removesuffix(".py"),
-        (sys.executable, "-m", "pytest", f"benchmarks/{file}", "-q", "-s", "-p", "no:cacheprovider"),
+        (
+            sys.executable,
+            "-m",
+            "pytest",
+            f"benchmarks/{file}",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+        ),
         timeout_s,
         quick_timeout_s,
     )

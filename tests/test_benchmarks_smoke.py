@@ -41,7 +41,11 @@ def test_every_benchmark_file_is_in_the_suite() -> None:
 
 @pytest.mark.timeout(900)
 def test_scripts_bench_quick_runs_everything_and_writes_the_summary(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("BENCH_", "COV_CORE_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BENCH_", "COV_CORE_"))
+    }
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_XDIST_WORKER", None)
     committed = (BENCH / "RESULTS.md").read_bytes() if (BENCH / "RESULTS.md").exists() else None

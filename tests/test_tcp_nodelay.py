@@ -20,7 +20,13 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
+from custom_components.heartbeat_iot.const import (
+    CONF_HOME_ID,
+    CONF_TCP_NODELAY,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+)
+from custom_components.heartbeat_iot.diagnostics import async_get_config_entry_diagnostics
 
 from .conftest import HOME, publish
 
@@ -163,3 +169,27 @@ async def test_not_a_tcp_socket_is_left_alone_quietly(
     finally:
         unix_a.close()
         unix_b.close()
+
+
+async def test_option_off_leaves_the_socket_alone(
+    hass: HomeAssistant, ha_socket: socket.socket, loaded_entry: MockConfigEntry
+) -> None:
+    """Turning the option off in the options flow clears the option on the live socket."""
+    assert nodelay(ha_socket)
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**DEFAULT_OPTIONS, CONF_TCP_NODELAY: False}
+    )
+    await hass.async_block_till_done()
+    assert loaded_entry.options[CONF_TCP_NODELAY] is False
+    assert loaded_entry.state is ConfigEntryState.LOADED  # reloaded with the option off
+    assert not nodelay(ha_socket)
+    diagnostics = await async_get_config_entry_diagnostics(hass, loaded_entry)
+    assert diagnostics["tcp_nodelay"] == "off (option)"
+
+
+async def test_diagnostics_say_whether_it_is_on(
+    hass: HomeAssistant, ha_socket: socket.socket, loaded_entry: MockConfigEntry
+) -> None:
+    diagnostics = await async_get_config_entry_diagnostics(hass, loaded_entry)
+    assert diagnostics["tcp_nodelay"] == "on"

@@ -100,7 +100,7 @@ def _apply(hass: HomeAssistant, state: _NodelayState) -> None:
     except _Unsupported as err:
         _unsupported(state, str(err))
         return
-    except Exception as err:  # noqa: BLE001 - code we do not own: never fail because of it
+    except Exception as err:  # code we do not own: never fail because of it
         _unsupported(state, f"{type(err).__name__}: {err}")
         return
     state.changed = weakref.ref(sock)
