@@ -1,4 +1,4 @@
-"""Relay and LED switches: confirmed, never optimistic (issue 5 acceptance, DESIGN §4)."""
+"""Relay and LED switches: confirmed, never optimistic (issue 5, docs/architecture.md §6)."""
 
 from __future__ import annotations
 

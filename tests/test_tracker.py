@@ -1,4 +1,4 @@
-"""Tests of the pure availability tracker (DESIGN §3), with a fake wall clock."""
+"""Tests of the pure availability tracker (docs/architecture.md §5), with a fake wall clock."""
 
 from __future__ import annotations
 

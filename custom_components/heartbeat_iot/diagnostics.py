@@ -49,7 +49,7 @@ async def async_get_config_entry_diagnostics(
                 }
                 for node in data.nodes.values()
             },
-            # Commands waiting for confirmation and the offline queue (DESIGN §4).
+            # Commands waiting for confirmation and the offline queue (docs/architecture.md §6).
             "control": data.control.diagnostics(),
         },
         TO_REDACT,
