@@ -15,6 +15,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.core import callback
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -35,6 +36,7 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
     DOMAIN,
@@ -60,6 +62,7 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+        vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
     }
 )
 _INTEGER_OPTIONS = {
@@ -70,6 +73,14 @@ _INTEGER_OPTIONS = {
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
 }
+_BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}
+
+
+def _option_value(key: str, value: Any) -> int | float | bool:
+    """Number selectors hand back floats; whole-number options are stored as ints."""
+    if key in _BOOLEAN_OPTIONS:
+        return bool(value)
+    return int(value) if key in _INTEGER_OPTIONS else float(value)
 
 
 class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -206,10 +217,7 @@ class HomeSyncOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """One form with every option."""
         if user_input is not None:
-            options = {
-                key: int(value) if key in _INTEGER_OPTIONS else float(value)
-                for key, value in user_input.items()
-            }
+            options = {key: _option_value(key, value) for key, value in user_input.items()}
             return self.async_create_entry(data=options)
         return self.async_show_form(
             step_id="init",
