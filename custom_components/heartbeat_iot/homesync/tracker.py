@@ -27,15 +27,14 @@ of the fleet-wide silence check (see :meth:`HeartbeatTracker.tick`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 import heapq
 import math
 from typing import Any, TypeIs
 
-type Clock = Callable[[], float]
-"""Wall-clock UNIX seconds (HA passes ``dt_util.utcnow().timestamp()``)."""
+from .clock import Clock
 
 REASON_HEARTBEAT = "heartbeat"
 REASON_MESSAGE = "message"
@@ -477,28 +476,6 @@ class HeartbeatTracker:
         if value != node.override:
             node.override = value
             out.changed.add(node_id)
-            self._schedule(node)
-        return out
-
-    def update_settings(self, settings: TrackerSettings) -> Outcome:
-        """Replace the settings; timeouts, deadlines and windows follow."""
-        out = Outcome()
-        old = self._settings
-        if settings == old:
-            return out
-        timeouts = {node_id: self._timeout(node) for node_id, node in self._nodes.items()}
-        self._settings = settings
-        for node_id, node in self._nodes.items():
-            if self._timeout(node) != timeouts[node_id] or (
-                node.interval is None and settings.default_interval != old.default_interval
-            ):
-                out.changed.add(node_id)
-            if node.flaps is not None and len(node.flaps) > settings.flap_transitions:
-                del node.flaps[: len(node.flaps) - settings.flap_transitions]
-            if settings.link_window != old.link_window:
-                if node.link_quality(old.link_window) is not None:
-                    out.changed.add(node_id)
-                node.reset_link()
             self._schedule(node)
         return out
 
