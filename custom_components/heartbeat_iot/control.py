@@ -1,4 +1,4 @@
-"""Commands, confirmations and the offline queue of a home (DESIGN §4): the HA glue.
+"""Commands, confirmations and the offline queue of a home (docs/architecture.md §6): the HA glue.
 
 `homesync/commands.py` holds the logic (request ids, retries, the intent queue); this module
 wires it to Home Assistant: MQTT publishing, translated errors (the one place HA errors are
@@ -33,6 +33,7 @@ from .homesync.commands import (
     QueuedIntent,
     TooManyPending,
 )
+from .homesync.protocol import COMMAND_ACTIONS
 from .outputs import NodeOutputs
 from .updates import Updates
 
@@ -45,9 +46,7 @@ CONFIG: Final = "config"
 
 # What Home Assistant lets a user send (OTA needs its own flow: URL, version, hash).
 ACTIONS: Final[dict[str, tuple[str, ...]]] = {
-    RELAY: ("on", "off", "toggle"),
-    LED: ("on", "off", "blink"),
-    CONFIG: ("set",),
+    command: COMMAND_ACTIONS[command] for command in (RELAY, LED, CONFIG)
 }
 STATES: Final = ("on", "off")
 DEFAULT_QUEUE_TTL: Final = 3600.0

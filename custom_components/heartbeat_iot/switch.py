@@ -1,4 +1,7 @@
-"""Relay and status LED per node: confirmed by the node, never optimistic (DESIGN §4)."""
+"""Relay and status LED per node: confirmed by the node, never optimistic.
+
+See docs/architecture.md §6 (command model).
+"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Tasks
   mqtt        connection supervisor (connect, keep-alive, reconnect with backoff)
   measure     reads the meter every ``measure_interval_ms``; after a *healthy* cycle it publishes
               the heartbeat and telemetry, so a dead sensor/app loop stops the heartbeat even
-              while TCP and MQTT keep-alive are fine (DESIGN.md section 2)
+              while TCP and MQTT keep-alive are fine (docs/protocol.md, status/heartbeat)
   commands    handles incoming messages in order; PUBACK only after the reply went out
   io          button (toggle) and LED (blink) at 20 Hz
   ntp         clock sync when Wi-Fi is up
@@ -304,8 +304,11 @@ class App:
                 telemetry.set_interval(node.telemetry_interval * 1000)
             if healthy:
                 self.last_progress = hal.ticks_ms()
-                if node.connects and heartbeat.due() and await self._publish(node.heartbeat()):
-                    await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
+                if node.connects and heartbeat.due():
+                    beat = node.heartbeat()  # seq counts beats missed while disconnected
+                    # QoS 1: never queue stale beats in flight (docs/protocol.md, Heartbeat QoS)
+                    if self.mqtt.connected and await self._publish(beat):
+                        await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)

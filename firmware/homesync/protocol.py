@@ -1,4 +1,4 @@
-"""HomeSync v1 wire contract, node side (DESIGN.md section 2).
+"""HomeSync v1 wire contract, node side (docs/protocol.md).
 
 Topics are ``homesync/{home_id}/nodes/{node_id}/{category}/{name}``; payloads are UTF-8 JSON
 objects of at most 64 KiB.  This module mirrors the integration's ``protocol.py``: identifier

@@ -1,4 +1,5 @@
-"""Confirmed node commands and the offline intent queue (DESIGN.md §2 "Delivery rules", §4).
+"""Confirmed node commands and the offline intent queue (docs/protocol.md "Delivery rules",
+docs/architecture.md §6).
 
 Pure module: no Home Assistant import. Publishing and the wall clock are injected; waiting uses
 asyncio loop timers only, so Home Assistant's tests can drive it with `async_fire_time_changed`.
@@ -110,7 +111,7 @@ def _check_timing(timeout: float, retries: int) -> None:
 
 
 def _iso_utc(ts: float) -> str:
-    """DESIGN §2 timestamp format; whole seconds keep MicroPython parsing trivial."""
+    """docs/protocol.md timestamp format; whole seconds keep MicroPython parsing trivial."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -389,7 +390,10 @@ def _intent_from(data: Any) -> QueuedIntent | None:
 
 
 class IntentQueue:
-    """Last intent per (node, command) wins; intents expire after a TTL (DESIGN §4)."""
+    """Last intent per (node, command) wins; intents expire after a TTL.
+
+    See docs/architecture.md §6 (offline queue).
+    """
 
     def __init__(self, *, clock: Clock, default_ttl: float = 3600.0) -> None:
         """Create an empty queue."""
