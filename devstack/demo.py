@@ -23,6 +23,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from .firmware import PLUG_FIRMWARE, build_bundle
 from .fleet import Fleet, micropython_available
 from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, patch_mqtt_port
 from .mosquitto import Mosquitto
@@ -251,6 +252,11 @@ class Demo:
         """Home Assistant on --port, its MQTT entry pointed at this run's broker."""
         config_dir = self.root / "config"
         patch_mqtt_port(config_dir, broker_port)
+        try:  # the update each plug's Firmware entity offers (devstack/firmware.py)
+            bundle = build_bundle(config_dir)
+            say(f"firmware {bundle['version']} bundle built for the plugs' update entities")
+        except (OSError, RuntimeError, ValueError) as err:
+            say(f"no firmware update in this demo: {err}")
         self.hass = Hass(config_dir, self.args.port, debug=self.args.debug)
         if not self.hass.frontend:
             raise PartError(
@@ -276,6 +282,7 @@ class Demo:
             micropython=mp,
             faults=plot.faults() if plot else [],
             node_config=plot.node_config() if plot else [],
+            firmware=PLUG_FIRMWARE,
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"

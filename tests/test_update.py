@@ -393,6 +393,26 @@ async def test_no_local_http_url_is_a_clear_error(
         await install(hass, "plug1")
 
 
+async def test_without_internal_url_the_bound_server_host_is_used(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    start: Callable[[], Awaitable[MockConfigEntry]],
+    write_bundle: Any,
+) -> None:
+    from homeassistant.components.http import ApiConfig
+
+    write_bundle("0.2.0")
+    await start()
+    hass.config.internal_url = None
+    hass.config.api = ApiConfig("192.0.2.7", "127.0.0.1", 8124, False)  # server_host 127.0.0.1
+    node_up(hass, "plug1")
+    await settle()
+    task = install(hass, "plug1")
+    await settle()
+    assert ota_commands(mqtt_mock)[0]["url"].startswith("http://127.0.0.1:8124/api/")
+    task.cancel()
+
+
 async def test_at_most_n_updates_at_a_time_the_rest_wait(
     hass: HomeAssistant,
     mqtt_mock: Any,

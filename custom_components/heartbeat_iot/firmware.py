@@ -191,6 +191,12 @@ class FirmwareUpdates:
         )
 
     def _base_url(self, node_id: str) -> str:
+        """Home Assistant's local http:// URL: the configured internal URL, else the host its
+        HTTP server is bound to (`http: server_host`), else the detected local IP."""
+        api = self.hass.config.api
+        bound = api is not None and not api.use_ssl and api.host and api.host != api.local_ip
+        if not self.hass.config.internal_url and bound and api is not None:
+            return f"http://{api.host}:{api.port}"
         try:
             url = get_url(
                 self.hass,

@@ -44,7 +44,7 @@ from custom_components.heartbeat_iot.const import (
     DOMAIN,
 )
 
-from .test_real_chain import broker, harness, wait_until  # noqa: F401  (broker: a fixture)
+from .test_real_chain import harness, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HOME = "ota"
@@ -71,6 +71,19 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
+def broker(socket_enabled: None, tmp_path: Path) -> Iterator[Any]:
+    """A real mosquitto on a free loopback port."""
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    server = harness.Broker(str(workdir))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def bundles(tmp_path: Path) -> Path:
     path = tmp_path / "bundles"
     path.mkdir()
@@ -78,7 +91,7 @@ def bundles(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def devices(broker: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:  # noqa: F811
+def devices(broker: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Start real MicroPython nodes (``DeviceProcess``) on the broker."""
     made: list[Any] = []
 
@@ -164,7 +177,7 @@ async def http_port(hass: HomeAssistant, socket_enabled: None) -> AsyncIterator[
 @pytest.fixture
 async def home(
     hass: HomeAssistant,
-    broker: Any,  # noqa: F811
+    broker: Any,
     http_port: int,
     bundles: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
