@@ -174,15 +174,17 @@ class Hass:
         import urllib.error
         import urllib.request
 
-        # hass opens its HTTP port once every integration is set up (homeassistant_start):
-        # any HTTP answer means ready. /api/ answers 401 without a token.
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/", timeout=1) as resp:
-                return bool(resp.status < 500)
-        except urllib.error.HTTPError as err:
-            return err.code in (401, 403)
-        except OSError:
-            return False
+        # hass opens its HTTP port early in its startup (the frontend shows "starting").
+        # Ready to log in: the onboarding API answers (new config dir) or, once onboarded,
+        # the login page's provider list does. HassClient.wait_running waits for the rest.
+        for path in ("/api/onboarding", "/auth/providers"):
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=1) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:  # HTTPError (404 once onboarded, 400 before) included
+                continue
+        return False
 
     def running(self) -> bool:
         """True while hass lives."""
@@ -536,6 +538,14 @@ class HassClient:
             time.sleep(interval)
         raise TimeoutError(f"{what}: not after {timeout:.0f} s (last error: {last_error})")
 
+    def wait_running(self, timeout: float = 90) -> None:
+        """Wait until hass finished starting (every integration set up: state RUNNING)."""
+        self.wait(
+            lambda: self.get("/api/config").get("state") == "RUNNING",
+            timeout,
+            "Home Assistant running",
+        )
+
     # ------------------------------------------------------------------ setup steps
     def config_entries(self, domain: str | None = None) -> list[JSON]:
         """Config entries (of one domain)."""
@@ -570,6 +580,7 @@ def onboard(hass: Hass, username: str, password: str, name: str = "Demo") -> Has
             "/api/onboarding/integration",
             {"client_id": client.client_id, "redirect_uri": client.client_id + "?auth_callback=1"},
         )
+    client.wait_running()
     client.ws_connect()
     return client
 
