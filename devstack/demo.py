@@ -24,7 +24,15 @@ from types import FrameType
 from typing import Any
 
 from .fleet import Fleet, micropython_available
-from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, patch_mqtt_port
+from .hass import (
+    Hass,
+    HassClient,
+    accept_discovery,
+    add_mqtt_entry,
+    onboard,
+    onboarding_leftovers,
+    patch_mqtt_port,
+)
 from .mosquitto import Mosquitto
 from .ports import free_port, port_in_use
 from .procs import PartError, Stack, tail
@@ -227,6 +235,12 @@ class Demo:
         assert self.hass is not None
         self.client = onboard(self.hass, login["username"], login["password"], name="Demo")
         add_mqtt_entry(self.client, "127.0.0.1", broker_port)
+        leftovers = onboarding_leftovers(self.client)
+        if leftovers:  # first run only: keep the first page clean
+            say(f"restarting Home Assistant once to unload {', '.join(leftovers)} (onboarding)")
+            self.client.close()
+            self.hass.restart()
+            self.client = onboard(self.hass, login["username"], login["password"])
         plot = scenario(self.args.nodes)
         self.start_fleet(broker_port, plot)
         self.configure()

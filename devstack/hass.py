@@ -571,6 +571,7 @@ def onboard(hass: Hass, username: str, password: str, name: str = "Demo") -> Has
     else:
         client.login()
     if not steps.get("core_config"):
+        client.ws_connect()
         client.post("/api/onboarding/core_config", {})
         _remove_onboarding_extras(client)
     if not steps.get("analytics"):
@@ -586,21 +587,35 @@ def onboard(hass: Hass, username: str, password: str, name: str = "Demo") -> Has
 
 
 def _remove_onboarding_extras(client: HassClient) -> None:
-    """Abort or delete what the core_config step started (weather, TTS, radio, lists)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    """Abort or delete what the core_config step started (weather, TTS, radio, lists).
+
+    The step starts those flows as background tasks; wait until none is left in progress
+    and nothing new appeared for two seconds (at most 20 s on a busy machine).
+    """
+    deadline = time.monotonic() + 20
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 2:
         flows = [
             f
             for f in client.ws("config_entries/flow/progress")
             if f["handler"] in ONBOARDING_EXTRAS
         ]
+        entries = [e for e in client.config_entries() if e["domain"] in ONBOARDING_EXTRAS]
         for flow in flows:
             with contextlib.suppress(ApiError):
                 client.request("DELETE", f"/api/config/config_entries/flow/{flow['flow_id']}")
-        for entry in client.config_entries():
-            if entry["domain"] in ONBOARDING_EXTRAS:
-                client.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
-        time.sleep(0.5)
+        for entry in entries:
+            client.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
+        if flows or entries:
+            quiet_since = time.monotonic()
+        time.sleep(0.3)
+
+
+def onboarding_leftovers(client: HassClient) -> list[str]:
+    """Components that onboarding's extras loaded and that stay loaded until a restart
+    (the shopping list brings the *To-do lists* panel)."""
+    components = set(client.get("/api/config").get("components", []))
+    return sorted(components & {*ONBOARDING_EXTRAS, "todo", "tts", "weather"})
 
 
 def add_mqtt_entry(client: HassClient, host: str, port: int) -> JSON:

@@ -204,7 +204,14 @@ def demo_shots(client: Any, frozen: str = "plug-03") -> list[Shot]:
         Shot("fleet-dashboard", "/lovelace/fleet", "Fleet"),
         Shot("node-device", f"/config/devices/device/{node.device_id}", frozen),
         Shot("hub-device", f"/config/devices/device/{fleet.hub_device_id}", "Nodes online"),
-        Shot("logbook", "/logbook", "Logbook"),
+        Shot(
+            "logbook",
+            "/logbook?entity_id="
+            + ",".join(
+                node.entities[k] for k in ("connectivity", "availability") if k in node.entities
+            ),
+            "Logbook",
+        ),
         Shot("energy", "/energy", None),
     ]
 

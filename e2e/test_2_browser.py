@@ -67,10 +67,6 @@ def test_no_entity_not_available_cards(findings: dict[str, Any]) -> None:
     assert _problems(findings["found"], "card says") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 6: fleet degraded's icon mdi:alert-network does not exist (blank)",
-)
 def test_no_blank_icons(findings: dict[str, Any]) -> None:
     """Every icon draws something."""
     assert _problems(findings["found"], "blank icon") == []
