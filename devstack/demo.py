@@ -47,6 +47,9 @@ from .ui import (
 REPO = Path(__file__).resolve().parents[1]
 HOME = "demo"
 USERNAME = "demo"
+# Seconds each part gets to stop before SIGKILL: with the broker's 10 s, at most 30 s in all
+# (usually 2-5 s: the nodes' goodbyes, hass saving its state, mosquitto its database).
+STOP_BUDGET_S = {"simulator": 6.0, "hass": 14.0}
 
 
 class Stopped(Exception):
@@ -256,7 +259,8 @@ class Demo:
         _write_private(self.root / "state.json", {**state, "broker_port": port})
         self.broker = Mosquitto(self.root / "mosquitto", port)
         say(f"starting mosquitto on 127.0.0.1:{port} (log {self.rel(self.broker.log_path)})")
-        self.stack.add("mosquitto", self.broker.stop)
+        broker = self.broker
+        self.stack.add("mosquitto", broker.stop)  # SIGTERM; SIGKILL after 10 s
         self.broker.start()
         self._record("mosquitto", self.broker.pid)
         return port
@@ -274,7 +278,8 @@ class Demo:
             f"starting Home Assistant on {self.hass.url} (logs {self.rel(self.hass.stdout_path)},"
             f" {self.rel(self.hass.log_path)})"
         )
-        self.stack.add("home assistant", self.hass.stop)
+        hass = self.hass
+        self.stack.add("home assistant", lambda: hass.stop(STOP_BUDGET_S["hass"]))
         self.hass.start()
         self._record("hass", self.hass.pid)
 
@@ -295,7 +300,8 @@ class Demo:
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"
             f" log {self.rel(self.fleet.log_path)})"
         )
-        self.stack.add("simulator", self.fleet.stop)
+        fleet = self.fleet
+        self.stack.add("simulator", lambda: fleet.stop(STOP_BUDGET_S["simulator"]))
         self.fleet.start()
         self._record("simulator", self.fleet.pid)
 
