@@ -55,7 +55,7 @@ def test_mpy_cross_compiles_every_firmware_module(tmp_path):
 
 def test_unit_tests_pass_under_real_micropython():
     proc = subprocess.run(
-        [MICROPYTHON, "-X", "heapsize=512k", "firmware/tests/mp_runner.py"],
+        [MICROPYTHON, "-X", "heapsize=2048k", "firmware/tests/mp_runner.py"],
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -83,7 +83,8 @@ def _compile_device_tree(dest):
 
 
 def test_compiled_firmware_runs_in_small_heap(broker, tmp_path):
-    """The .mpy build a device would get, in 128 KiB of 64-bit heap (about 64 KiB on an ESP32)."""
+    """The .mpy build a device would get, in a 144 KiB heap of 64-bit objects (about 72 KiB on an
+    ESP32; README "Tests" gives the measured minimum)."""
     build = str(tmp_path / "build")
     _compile_device_tree(build)
     assert not [n for n in os.listdir(build) if n.endswith(".py")]
@@ -103,7 +104,7 @@ def test_compiled_firmware_runs_in_small_heap(broker, tmp_path):
             [
                 MICROPYTHON,
                 "-X",
-                "heapsize=128k",
+                "heapsize=144k",
                 "-c",
                 "import simnode; simnode.main(['simnode', {!r}])".format(str(spec_path)),
             ],
