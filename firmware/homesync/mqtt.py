@@ -32,6 +32,7 @@ The HAL supplies the clock (``ticks_ms``/``ticks_diff``), ``random()``, ``wifi_c
 ``wifi_connect()`` and ``log()``.
 """
 
+from array import array
 import asyncio
 
 CONNECT = 1
@@ -464,7 +465,7 @@ class MQTTClient:
         # QoS 1 messages received on this connection and not yet acknowledged, in order: pid
         # while the application holds it, -pid once handled.  A ring allocated once (small
         # ints, no allocation per message: a burst must not fragment the heap).
-        self._rx = [0] * MAX_UNACKED_TOTAL
+        self._rx = array("i", bytes(4 * MAX_UNACKED_TOTAL))
         self._rx_head = 0
         self._rx_len = 0
         self._held = 0  # how many of them the application holds
@@ -878,8 +879,7 @@ class MQTTClient:
             ring = self._rx
             ring[(self._rx_head + self._rx_len) % len(ring)] = pid
             self._rx_len += 1
-            if self._rx_len > self.stats["rx_peak"]:
-                self.stats["rx_peak"] = self._rx_len
+            self.stats["rx_peak"] = max(self.stats["rx_peak"], self._rx_len)
             self._held += 1
             token = (gen, pid)
         if topic is None or self.on_message is None:

@@ -381,13 +381,13 @@ class Node:
             return []
         hit = self.memory.get(request_id)
         if hit is not None:  # it was executed before the failure: that is the answer
-            return [self._response(self._replay(request_id, hit))]
+            return [self._response(self._replay(request_id, hit), parts[3])]
         if log:
             self._warn(
                 "refused", "node: command/{} {}: {}".format(parts[3], request_id, reason), 5000
             )
         resp = protocol.response(request_id, "error", error=reason, now=self.now())
-        return [self._response(resp)]
+        return [self._response(resp, parts[3])]
 
     def _warn(self, key, text, every_ms=60000):
         """Rate-limited log line (bad input must not flood the console)."""
@@ -449,21 +449,23 @@ class Node:
             if err.request_id is None:
                 return [], None
             resp = protocol.response(err.request_id, "error", error=err.message, now=self.now())
-            return [self._response(resp)], None
+            return [self._response(resp, name)], None
         rid = cmd["request_id"]
         hit = self.memory.get(rid)
         if hit is not None:
             self._warn(
                 "duplicate", "node: duplicate request {}, answering from memory".format(rid), 1000
             )
-            return [self._response(self._replay(rid, hit))], None
+            return [self._response(self._replay(rid, hit), name)], None
         now = self.now()
         if protocol.from_future(cmd, now):
             resp = protocol.response(rid, "error", error="timestamp in the future", now=now)
-            return [self._response(resp)], None
+            return [self._response(resp, name)], None
         if protocol.is_expired(cmd, now):
             resp = protocol.response(rid, "expired", error="command expired", now=now)
-            return [self._response(resp)], None
+            return [self._response(resp, name)], None
+        if name == "ota":
+            return [], ("ota", cmd)  # homesync.ota answers on response/ota
         if self.memory.full():
             self._warn(
                 "busy",
@@ -472,7 +474,8 @@ class Node:
                 ),
                 5000,
             )
-            return [self._response(protocol.response(rid, "error", error=BUSY, now=now))], None
+            resp = protocol.response(rid, "error", error=BUSY, now=now)
+            return [self._response(resp, name)], None
         return self._execute(cmd, now)
 
     def _replay(self, rid, entry):
@@ -518,19 +521,12 @@ class Node:
             except Exception as err:
                 self.hal.log("node: saving config failed: {}".format(err))
             follow = ("config", values)
-        elif not getattr(self.hal, "ota_supported", False):
-            resp = protocol.response(rid, "error", error="ota not supported by this node", now=now)
-            self._remember(rid, resp, False)
-        else:
-            resp = protocol.response(rid, "success", "accepted", now=now)
-            self._remember(rid, resp, True)
-            self.save_state()
-            follow = ("ota", cmd)
         out.append(self._response(resp))  # after status/relay: confirmed state is already out
         return out, follow
 
-    def _response(self, resp):
-        return self._msg("response", "command", resp, 1, False)
+    def _response(self, resp, name="command"):
+        # OTA answers go to response/ota, every other command's to response/command.
+        return self._msg("response", "ota" if name == "ota" else "command", resp, 1, False)
 
     def _remember(self, rid, resp, persist):
         """Remember an executed request (only successes: errors and expiries are answered the

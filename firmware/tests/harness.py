@@ -46,9 +46,7 @@ class Broker:
             "set_tcp_nodelay true",
             "persistence true",
             "persistence_location {}/".format(workdir),
-            # Saved every 30 s besides at shutdown: a broker killed between saves loses only
-            # what changed since (firmware/README.md "Broker").
-            "autosave_interval 30",
+            "autosave_interval 1",  # a killed broker keeps sessions up to the last second
             "log_dest file {}".format(self.logfile),
             "log_type all",
         ]

@@ -14,12 +14,17 @@ DEVICE_FILES = (
     "boot.py",
     "main.py",
     "hal_esp32.py",
+    "otaboot.py",
     "homesync/__init__.py",
     "homesync/app.py",
     "homesync/clock.py",
     "homesync/cse7766.py",
+    "homesync/main.py",
     "homesync/mqtt.py",
     "homesync/node.py",
+    "homesync/ota.py",
+    "homesync/otaagent.py",
+    "homesync/otafetch.py",
     "homesync/protocol.py",
     "homesync/store.py",
 )
@@ -83,8 +88,8 @@ def _compile_device_tree(dest):
 
 
 def test_compiled_firmware_runs_in_small_heap(broker, tmp_path):
-    """The .mpy build a device would get, in a 144 KiB heap of 64-bit objects (about 72 KiB on an
-    ESP32; README "Tests" gives the measured minimum)."""
+    """The .mpy build a device would get, in a 176 KiB heap of 64-bit objects (about 88 KiB on
+    an ESP32, whose heap offers ~110 KiB; the measured minimum is 160 KiB, see README "Tests")."""
     build = str(tmp_path / "build")
     _compile_device_tree(build)
     assert not [n for n in os.listdir(build) if n.endswith(".py")]
@@ -104,7 +109,7 @@ def test_compiled_firmware_runs_in_small_heap(broker, tmp_path):
             [
                 MICROPYTHON,
                 "-X",
-                "heapsize=144k",
+                "heapsize=176k",
                 "-c",
                 "import simnode; simnode.main(['simnode', {!r}])".format(str(spec_path)),
             ],

@@ -1,8 +1,8 @@
 """HomeSync MQTT protocol v1: topics, payload schemas and the metric catalogue.
 
 Pure module (no Home Assistant import) so it can be tested and reused on its own.
-DESIGN.md §2 is the contract this mirrors; the firmware has its own copy in
-firmware/homesync/protocol.py.
+docs/protocol.md is the written contract; the firmware's side is firmware/homesync/protocol.py
+and tests/test_protocol_contract.py checks that both agree.
 """
 
 from __future__ import annotations
@@ -33,8 +33,20 @@ except ImportError:  # pragma: no cover - orjson ships with Home Assistant
 
 ROOT: Final = "homesync"
 NODES: Final = "nodes"
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_PAYLOAD_BYTES: Final = 64 * 1024  # node -> HA payloads
+# A command payload (the JSON bytes) is at most this long (docs/protocol.md "Size limits").
+MAX_COMMAND_BYTES: Final = 4096
+MAX_REQUEST_ID: Final = 64
 MIN_QUALITY: Final = 50
+
+# Every command a node understands, with its actions (HA lets users send all but ota).
+COMMAND_ACTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "relay": ("on", "off", "toggle"),
+    "led": ("on", "off", "blink"),
+    "config": ("set",),
+    "ota": ("update",),
+}
+RESPONSE_STATUSES: Final = ("success", "error", "expired")
 
 ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -108,6 +120,17 @@ def subscription_topic(home_id: str) -> str:
 
 DISCOVERY_TOPIC: Final = f"{ROOT}/+/{NODES}/+/status/online"
 
+# The integration's own announcement (docs/protocol.md, hub announcement): nodes answer it by
+# re-publishing their state, so nothing depends on the broker delivering retained messages.
+HUB_ONLINE_PAYLOAD: Final = '{"online": true}'
+
+
+def hub_status_topic(home_id: str) -> str:
+    """`homesync/{home_id}/hub/status`, outside the nodes' subtree we subscribe to."""
+    if not is_valid_id(home_id):
+        raise ProtocolError("bad_id", f"invalid home id {home_id!r}")
+    return f"{ROOT}/{home_id}/hub/status"
+
 
 def decode_payload(payload: str | bytes | bytearray) -> dict[str, Any]:
     """Decode a payload into a JSON object, enforcing the 64 KiB limit."""
@@ -173,9 +196,19 @@ ONLINE_SCHEMA: Final = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
+RELAY_STATES: Final = ("on", "off")
+LED_STATES: Final = ("on", "off", "blink")
 RELAY_SCHEMA: Final = vol.Schema(
     {
-        vol.Required("state"): vol.In(["on", "off"]),
+        vol.Required("state"): vol.In(RELAY_STATES),
+        vol.Optional("source"): _TEXT,
+        **_OPTIONAL_COMMON,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+LED_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("state"): vol.In(LED_STATES),
         vol.Optional("source"): _TEXT,
         **_OPTIONAL_COMMON,
     },
@@ -193,15 +226,18 @@ HEARTBEAT_SCHEMA: Final = vol.Schema(
         vol.Required("seq"): vol.All(_integer, vol.Range(min=0)),
         vol.Required("uptime"): vol.All(_integer, vol.Range(min=0)),
         vol.Optional("interval"): vol.All(_number, vol.Range(min=1, max=86400)),
+        # The node's current outputs, so state never depends on retained delivery.
+        vol.Optional("relay"): vol.In(RELAY_STATES),
+        vol.Optional("led"): vol.In(LED_STATES),
         **_OPTIONAL_COMMON,
     },
     extra=vol.ALLOW_EXTRA,
 )
-REQUEST_ID: Final = vol.All(str, vol.Length(min=1, max=64))
+REQUEST_ID: Final = vol.All(str, vol.Length(min=1, max=MAX_REQUEST_ID))
 RESPONSE_SCHEMA: Final = vol.Schema(
     {
         vol.Required("request_id"): REQUEST_ID,
-        vol.Required("status"): vol.In(["success", "error", "expired"]),
+        vol.Required("status"): vol.In(RESPONSE_STATUSES),
         vol.Optional("result"): vol.Any(None, _TEXT),
         vol.Optional("error"): vol.Any(None, _TEXT),
         **_OPTIONAL_COMMON,
@@ -212,6 +248,7 @@ RESPONSE_SCHEMA: Final = vol.Schema(
 STATUS_SCHEMAS: Final[dict[str, vol.Schema]] = {
     "online": ONLINE_SCHEMA,
     "relay": RELAY_SCHEMA,
+    "led": LED_SCHEMA,
     "firmware": FIRMWARE_SCHEMA,
     "rssi": RSSI_SCHEMA,
     "heartbeat": HEARTBEAT_SCHEMA,
