@@ -5,16 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from homeassistant.components.diagnostics import async_redact_data
-from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from . import HomeSyncConfigEntry
+from .homesync.redact import redact
 from .homesync.tracker import NodeStatus
-
-# Nodes never send credentials, but a future option or a misbehaving node might.
-TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}
 
 
 async def async_get_config_entry_diagnostics(
@@ -22,7 +18,9 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Entry, options, per-node state, pending commands and the offline queue."""
     hub = entry.runtime_data.hub
-    return async_redact_data(
+    # Nodes never send credentials, but queued params, options or a misbehaving node might:
+    # redacted by key pattern at any depth (api_key, wifi_password, clientSecret, URLs, ...).
+    data: dict[str, Any] = redact(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
             "broker_connected": hub.broker_connected,
@@ -46,9 +44,9 @@ async def async_get_config_entry_diagnostics(
             },
             # Commands waiting for confirmation and the offline queue (DESIGN §4).
             "control": hub.control.diagnostics(),
-        },
-        TO_REDACT,
+        }
     )
+    return data
 
 
 def _availability(status: NodeStatus | None) -> dict[str, Any] | None:
