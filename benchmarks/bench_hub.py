@@ -327,12 +327,12 @@ def cases(bench: Bench) -> list[Case]:
 BREAKDOWN_CALLS = 1_000 if SMOKE else 50_000
 
 
-def breakdown_jobs(hub: Any) -> list[tuple[str, Callable[[], object]]]:
+def breakdown_jobs(data: Any) -> list[tuple[str, Callable[[], object]]]:
     """Pieces of the hub's per-message path, called on their own (same inputs as a/c)."""
     topic = hub_topic(1, "telemetry", "power")
     telemetry = b'{"value": 42.0, "unit": "W"}'
     heartbeat = {"seq": 5, "uptime": 3000, "interval": INTERVAL}
-    tracker = hub.tracker
+    tracker = data.availability.tracker
     return [
         ("`protocol.parse_topic`", lambda: parse_topic(topic)),
         ("`protocol.decode_payload` (orjson)", lambda: decode_payload(telemetry)),
@@ -383,8 +383,8 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
     for case in measured:
         await bench.send(case.build(N))
     ours, builtin = bench.entity_counts()
-    hub = next(iter(hass.config_entries.async_entries(DOMAIN))).runtime_data.hub
-    jobs = breakdown_jobs(hub)
+    data = next(iter(hass.config_entries.async_entries(DOMAIN))).runtime_data
+    jobs = breakdown_jobs(data)
     pieces: dict[str, list[float]] = {}
     timer_us: list[float] = []
     n_reps = reps()
@@ -403,7 +403,7 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
             pieces.setdefault(label, []).append(time_calls(job, BREAKDOWN_CALLS))
         print(f"rep {rep + 1}/{n_reps} done", flush=True)
 
-    online, offline = hub.fleet_counts()
+    online, offline = data.availability.counts()
     wall = time.perf_counter() - wall
 
     floor = median(next(case for case in measured if case.key == "d").cpu_us)

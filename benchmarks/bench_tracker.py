@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_tracker.py`` (``BENCH_SMOKE=1`` for a seconds-long
 check that the code still runs). Writes ``benchmarks/results/bench_tracker.md``.
 
-What it measures (DESIGN §3 cost rules: O(1) per message, one lazy min-heap, no per-node
-timers, no periodic scan of all nodes):
+What it measures (docs/architecture.md §5 cost rule: O(1) per message, one lazy min-heap, no
+per-node timers, no periodic scan of all nodes):
 
 1. A simulated heartbeat stream. N nodes each send a heartbeat every 30 s (random phase); 1 % of
    them die a third of the way into the timed window and must expire. The clock is simulated:
@@ -55,15 +55,20 @@ else:
 
 
 def load_tracker() -> ModuleType:
-    """Import tracker.py by path: the package's __init__ would import Home Assistant."""
-    path = ROOT / "custom_components" / "heartbeat_iot" / "homesync" / "tracker.py"
-    spec = importlib.util.spec_from_file_location("heartbeat_iot_tracker", path)
+    """Import homesync/tracker.py without the integration package (its __init__ imports HA).
+
+    The pure library is loaded as a package of its own, so its relative imports work.
+    """
+    library = ROOT / "custom_components" / "heartbeat_iot" / "homesync"
+    spec = importlib.util.spec_from_file_location(
+        "homesync_lib", library / "__init__.py", submodule_search_locations=[str(library)]
+    )
     assert spec is not None
     assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(package)
+    return importlib.import_module("homesync_lib.tracker")
 
 
 T = load_tracker()
@@ -244,7 +249,7 @@ def pass_tracker(
 
 
 class NaiveScan:
-    """The design DESIGN §3 rejects: a deadline per node, a full scan every second."""
+    """The design docs/architecture.md §5 rejects: a deadline per node, a full scan every second."""
 
     def __init__(self) -> None:
         self.deadline: dict[str, float] = {}  # online nodes only

@@ -38,7 +38,8 @@ def load_device_config():
 
 
 class ESP32HAL:
-    ota_supported = False  # see README: application OTA is not implemented in this build
+    ota_supported = True  # application OTA (homesync/ota.py) into slots under /ota
+    fs_root = ""  # the LittleFS root: paths are "/" + relative path
 
     def __init__(self, config):
         pins = config.get("pins") or {}

@@ -194,6 +194,7 @@ class HostHAL:
     ):
         self.node_id = node_id
         self.state_dir = state_dir
+        self.fs_root = state_dir  # the simulated flash file system (OTA slots live here)
         self.clock = clock or WrappingClock(monotonic_ms)
         rng = _random
         if seed is not None:
@@ -209,7 +210,6 @@ class HostHAL:
         self.led = False
         self.relay_changes = 0
         self.faults = {}  # kind -> [until_ticks or None, value, started_ticks]
-        self.pending_firmware = None
         self._button = 0
         self._gc_count = 0
         self._relay_for_meter = False
@@ -349,11 +349,6 @@ class HostHAL:
             if key not in ("mqtt", "wifi"):
                 kept[key] = config[key]
         save_json(self._path("config.json"), kept)
-
-    def ota_update(self, url, version, sha256):
-        self.log("hal: simulated OTA to {} from {}".format(version, url))
-        self.pending_firmware = version
-        return True
 
     # ----------------------------------------------------------------- faults
 

@@ -1,46 +1,48 @@
-"""ESP32 entry point: load /config.json, build the HAL, run the HomeSync app.
+"""ESP32 entry point and stable boot loader: pick the firmware slot, then start the app.
 
-Safe mode: hold the button while the plug powers up and the app does not start (REPL stays free
-for ``mpremote``).  An exception escaping the app resets the board after 5 s; a hang is caught by
-the watchdog that the app's supervisor feeds.
+This file, ``boot.py`` and ``otaboot.py`` are the boot loader: flashed once with ``mpremote``,
+never replaced by an OTA bundle, so a bad update cannot break them.  Each boot:
+
+1. Safe mode: hold the button while the plug powers up and nothing else runs (REPL free for
+   ``mpremote``).  Decided here, before any updatable code is imported.
+2. ``otaboot.boot`` picks the slot (factory modules, ``/ota/a`` or ``/ota/b``), counts boots of a
+   new version on probation and rolls back one that did not prove itself (docs/protocol.md,
+   "Firmware updates").
+3. ``homesync.main.esp32()`` from that slot runs the app.  Anything escaping it, including an
+   exception while importing a broken bundle, resets the board after 5 s; a hang is caught by
+   the watchdog that the app's supervisor feeds.  Either way the next boot rolls back a version
+   still on probation.
 """
 
-import asyncio
+import json
 import sys
 import time
 
-from hal_esp32 import ESP32HAL, load_device_config
 import machine
+import otaboot
 
-from homesync.app import App
 
-
-def _button_held(config):
-    pin = (config.get("pins") or {}).get("button", 0)
+def _button_held():
+    try:
+        with open("/config.json") as handle:
+            config = json.loads(handle.read())
+        pin = (config.get("pins") or {}).get("button", 0)
+    except (OSError, ValueError, AttributeError):
+        pin = 0
     return machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
 
 
-def _task_error(loop, context):
-    # The supervisor notices a dead task and starves the watchdog; this only makes it visible.
-    print("task error:", context.get("message"))
-    err = context.get("exception")
-    if err is not None:
-        sys.print_exception(err)
-
-
 def main():
-    config = load_device_config()
-    if config is None:
-        print("homesync: no valid /config.json (start from config.example.json); not starting")
-        return
-    if _button_held(config):
+    if _button_held():
         print("homesync: safe mode (button held at boot); app not started")
         return
-    hal = ESP32HAL(config)
-    app = App(hal, config)
-    asyncio.get_event_loop().set_exception_handler(_task_error)
     try:
-        asyncio.run(app.run())
+        slot = otaboot.boot("")
+        if slot is not None:
+            sys.path.insert(0, slot)
+        import homesync.main
+
+        homesync.main.esp32()
     except KeyboardInterrupt:
         print("homesync: stopped from the REPL (the watchdog, if enabled, still runs)")
     except Exception as err:

@@ -5,7 +5,8 @@
 
 In-process nodes run the firmware on CPython; ``--micropython K`` runs the last K nodes in one
 real ``micropython`` process (same code, same HAL).  Faults (``--list-faults``) are scheduled
-with ``NODE:KIND[=VALUE][@START_S][+DURATION_S]`` (``*`` = every node) or injected at run time by
+with ``NODE:KIND[=VALUE][@START_S][+DURATION_S][%EVERY_S]`` (``*`` = every node; ``%EVERY_S``
+repeats it), per-node config with ``--node-config NODE:KEY=VALUE``, or injected at run time by
 writing JSON to ``CONTROL_DIR/NODE.control``, e.g. ``{"fault": "wifi_down", "duration": 10}``.
 Ctrl-C stops every node gracefully (retained ``online: false, reason: shutdown``).
 """
@@ -25,6 +26,7 @@ import simnode
 import firmware  # noqa: F401  (puts the firmware directory on sys.path)
 
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(__file__))
+CHILD_GRACE_S = 10  # a stopping MicroPython child gets this long for its goodbyes
 DEFAULT_LOADS = ("fridge", "tv", "lamp", "kettle", "washer", "charger", "heater")
 FAULT_HELP = """faults:
   freeze         measurement + command loops hang; MQTT keep-alive continues (LWT never fires)
@@ -40,11 +42,19 @@ FAULT_HELP = """faults:
 
 
 def parse_fault(text):
-    """``plug-02:freeze@20+30`` -> ``("plug-02", {"kind": ..., "at": ..., "duration": ...})``."""
+    """``plug-02:freeze@20+30`` -> ``("plug-02", {"kind": ..., "at": ..., "duration": ...})``.
+
+    A ``%EVERY`` suffix repeats the fault every EVERY seconds (``plug-03:reboot@60%180``).
+    """
     if ":" not in text:
-        raise ValueError("fault must look like NODE:KIND[=VALUE][@START][+DURATION]")
+        raise ValueError("fault must look like NODE:KIND[=VALUE][@START][+DURATION][%EVERY]")
     node, rest = text.split(":", 1)
     item = {"at": 0.0}
+    if "%" in rest:
+        rest, every = rest.rsplit("%", 1)
+        item["every"] = float(every)
+        if item["every"] <= 0:
+            raise ValueError("%EVERY must be > 0 s")
     if "+" in rest:
         rest, duration = rest.rsplit("+", 1)
         item["duration"] = float(duration)
@@ -63,6 +73,19 @@ def parse_fault(text):
     return node, item
 
 
+def parse_node_config(text):
+    """``plug-02:watchdog_s=0`` -> ``("plug-02", "watchdog_s", 0)`` (VALUE is JSON if it parses)."""
+    if ":" not in text or "=" not in text:
+        raise ValueError("node config must look like NODE:KEY=VALUE")
+    node, rest = text.split(":", 1)
+    key, value = rest.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return node, key, parsed
+
+
 def build_spec(args, control_dir, state_root):
     names = ["{}-{:02d}".format(args.prefix, i + 1) for i in range(args.nodes)]
     loads = args.loads.split(",") if args.loads else list(DEFAULT_LOADS)
@@ -77,6 +100,14 @@ def build_spec(args, control_dir, state_root):
             if target not in faults:
                 raise SystemExit("fault for unknown node {!r} (nodes: {})".format(target, names))
             faults[target].append(dict(item))
+    overrides = {name: {} for name in names}
+    for text in args.node_config or []:
+        node, key, value = parse_node_config(text)
+        targets = names if node == "*" else [node]
+        for target in targets:
+            if target not in overrides:
+                raise SystemExit("config for unknown node {!r} (nodes: {})".format(target, names))
+            overrides[target][key] = value
     mqtt = {"host": args.host, "port": args.port, "keepalive": args.keepalive}
     if args.username:
         mqtt["username"] = args.username
@@ -101,6 +132,8 @@ def build_spec(args, control_dir, state_root):
             "control": os.path.join(control_dir, name + ".control"),
             "faults": faults[name],
         }
+        if overrides[name]:
+            node["config"] = overrides[name]
         if args.seed is not None:
             node["seed"] = args.seed + i
         nodes.append(node)
@@ -155,8 +188,10 @@ async def run(args):
         proc = await asyncio.create_subprocess_exec(*cmd, start_new_session=True)
     nodes = [simnode.SimNode(local, node) for node in local["nodes"]]
     tasks = [asyncio.create_task(node.run()) for node in nodes]
+    stop = asyncio.Event()
 
     def request_stop():
+        stop.set()
         for node in nodes:
             node.stop_requested = True
         for node in remote["nodes"]:
@@ -171,18 +206,31 @@ async def run(args):
         ),
         flush=True,
     )
+    # In-process nodes end only when stopped (signal, control file) or at --duration.
     await asyncio.gather(*tasks)
     if proc is not None:
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            request_stop()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await _stop_child(proc, stop, bool(nodes), request_stop)
     return 0
+
+
+async def _stop_child(proc, stop, had_local, request_stop):
+    """Wait for the MicroPython child: it runs as long as we do, then gets CHILD_GRACE_S.
+
+    With no in-process node there is nothing else to wait for: the child runs until a
+    signal asks us to stop (or it ends by itself at --duration).
+    """
+    waiter = asyncio.ensure_future(proc.wait())
+    if not had_local:
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+    if not waiter.done():
+        request_stop()  # the local nodes stopped (signal or --duration): so does the child
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), CHILD_GRACE_S)
+        except TimeoutError:
+            proc.kill()
+    await waiter
 
 
 def _write_control(path, action):
@@ -216,7 +264,13 @@ def parser():
     p.add_argument("--measure-ms", type=int, default=1000)
     p.add_argument("--keepalive", type=int, default=60)
     p.add_argument("--watchdog", type=float, default=30, help="simulated watchdog s (0 = off)")
-    p.add_argument("--fault", action="append", metavar="NODE:KIND[=V][@START][+DUR]")
+    p.add_argument("--fault", action="append", metavar="NODE:KIND[=V][@START][+DUR][%EVERY]")
+    p.add_argument(
+        "--node-config",
+        action="append",
+        metavar="NODE:KEY=VALUE",
+        help="one node's config.json key, e.g. plug-03:watchdog_s=0 (VALUE is JSON)",
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--state-dir", help="persisted node state (default: a temp dir)")
     p.add_argument("--control-dir", help="where NODE.control files are read")

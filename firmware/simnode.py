@@ -11,7 +11,8 @@ Runs unchanged on CPython and on the MicroPython unix port::
      "state_root": "/tmp/homesync-sim", "duration": null, "quiet": false,
      "nodes": [{"node_id": "plug-01", "load": "fridge", "load_scale": 0.1,
                 "control": "/tmp/plug-01.control",  # optional: fault commands at run time
-                "faults": [{"kind": "freeze", "at": 20, "duration": 30}],
+                "faults": [{"kind": "freeze", "at": 20, "duration": 30},
+                           {"kind": "reboot", "at": 60, "every": 180}],
                 "config": {...}, "firmware": "0.1.0", "seed": 1}]}
 
 Each node behaves like a device: a simulated watchdog resets it when the supervisor stops
@@ -28,6 +29,7 @@ import os
 import sys
 
 from hal_host import HostHAL, monotonic_ms
+import otaboot
 
 from homesync import VERSION
 from homesync.app import App
@@ -76,6 +78,8 @@ class SimNode:
             quiet=bool(spec.get("quiet")),
         )
         self.firmware = node.get("firmware") or VERSION
+        self.base_firmware = self.firmware
+        self.reset_reason = None
         self.control = node.get("control")
         self.schedule = list(node.get("faults") or [])
         self.boots = 0
@@ -99,9 +103,12 @@ class SimNode:
                         cfg[key] = stored[key]
             else:
                 hal.save_config(base)
-            if hal.pending_firmware:
-                self.firmware = hal.pending_firmware
-                hal.pending_firmware = None
+            # OTA (homesync/ota.py): each boot picks the slot and counts probation boots, unless
+            # firmware/device.py did it already for this process; in-process the modules already
+            # imported stay, so a node reports the version its installed slot holds.
+            if not self.node.get("single_boot"):
+                otaboot.boot(self.state_dir, hal.log)
+            self.firmware = otaboot.installed_version(self.state_dir) or self.base_firmware
             hal.new_boot()
             self.boots += 1
             hal.log("sim: boot #{} firmware {}".format(self.boots, self.firmware))
@@ -115,6 +122,9 @@ class SimNode:
             if writer is not None:
                 self.zombies.append(writer)
             hal.log("sim: reset ({})".format(why))
+            if self.node.get("single_boot"):
+                self.reset_reason = why  # firmware/device.py: the process ends, like a reset
+                break
             await asyncio.sleep(BOOT_DELAY_S)
             self._close_zombies(keep=1)
         self._close_zombies(keep=0)
@@ -151,6 +161,11 @@ class SimNode:
         for item in self.schedule:
             if elapsed >= item.get("at", 0):
                 self.apply(item)
+                every = item.get("every")
+                if every:
+                    again = _copy(item)
+                    again["at"] = item.get("at", 0) + every
+                    keep.append(again)
             else:
                 keep.append(item)
         self.schedule = keep

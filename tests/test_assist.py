@@ -1,4 +1,7 @@
-"""Assist: "turn on <node> relay" through the default conversation agent (DESIGN §1 users)."""
+"""Assist: "turn on <node> relay" through the default conversation agent.
+
+Assist users are named in docs/architecture.md §1.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Heartbeat availability in Home Assistant (issue 4 acceptance, DESIGN §3)."""
+"""Heartbeat availability in Home Assistant (issue 4 acceptance, docs/architecture.md §5)."""
 
 from __future__ import annotations
 

@@ -511,8 +511,9 @@ async def test_caller_cancellation_cleans_up(rig: Rig) -> None:
 
 
 @virtual_time
-async def test_configure_changes_defaults(rig: Rig) -> None:
-    rig.manager.configure(timeout=2.0, retries=1)
+async def test_constructor_sets_the_defaults(rig: Rig) -> None:
+    """Timeout and retries come from the options once: an options change reloads the entry."""
+    rig.make(timeout=2.0, retries=1)
     result = await rig.manager.send("n1", "relay", "on")
 
     assert [s.at for s in rig.sent] == [0.0, 3.0]
@@ -521,7 +522,7 @@ async def test_configure_changes_defaults(rig: Rig) -> None:
 
     for timeout, retries in ((0.0, 1), (-1.0, 1), (math.nan, 1), (math.inf, 1), (1.0, -1)):
         with pytest.raises(ValueError, match="must be"):
-            rig.manager.configure(timeout=timeout, retries=retries)
+            rig.make(timeout=timeout, retries=retries)
 
 
 @virtual_time

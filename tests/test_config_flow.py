@@ -187,7 +187,7 @@ async def test_options_flow(hass: HomeAssistant, loaded_entry: MockConfigEntry) 
     assert loaded_entry.options[CONF_MAX_NODES] == 10
     assert isinstance(loaded_entry.options[CONF_MAX_NODES], int)
     assert loaded_entry.options[CONF_TIMEOUT_MULTIPLIER] == 4.5
-    assert loaded_entry.runtime_data.hub.max_nodes == 10  # reloaded with the new options
+    assert loaded_entry.runtime_data.options.max_nodes == 10  # reloaded with the new options
 
 
 async def test_reconfigure_changes_home(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
@@ -207,7 +207,7 @@ async def test_reconfigure_changes_home(hass: HomeAssistant, loaded_entry: MockC
     assert loaded_entry.unique_id == "home2"
     assert loaded_entry.data[CONF_HOME_ID] == "home2"
     assert loaded_entry.title == "HomeSync home2"
-    assert loaded_entry.runtime_data.hub.home_id == "home2"
+    assert loaded_entry.runtime_data.home_id == "home2"
 
 
 async def test_reconfigure_same_home_is_allowed(

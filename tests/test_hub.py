@@ -220,7 +220,7 @@ async def test_other_homes_and_commands_are_not_nodes(
     publish(hass, "plug1", "telemetry", "power", {"value": 1}, home="elsewhere")
     publish(hass, "plug9", "command", "relay", {"action": "on", "request_id": "r1"})
     await hass.async_block_till_done()
-    assert loaded_entry.runtime_data.hub.nodes == {}
+    assert loaded_entry.runtime_data.nodes == {}
 
 
 BAD_INPUT = [
@@ -340,7 +340,7 @@ async def test_store_alone_creates_entities_before_any_message(
 
 
 def loaded_nodes(hass: HomeAssistant, entry: MockConfigEntry) -> list[str]:
-    return list(entry.runtime_data.hub.nodes)
+    return list(entry.runtime_data.nodes)
 
 
 async def test_max_nodes_raises_repair_issue(
@@ -360,7 +360,7 @@ async def test_max_nodes_raises_repair_issue(
     for node in ("a", "b", "c", "d"):
         publish(hass, node, "telemetry", "power", {"value": 1})
     await hass.async_block_till_done()
-    assert set(entry.runtime_data.hub.nodes) == {"a", "b"}
+    assert set(entry.runtime_data.nodes) == {"a", "b"}
     assert entity_id(hass, "c", "power") is None
     issue = issue_registry.async_get_issue(DOMAIN, f"max_nodes_exceeded_{entry.entry_id}")
     assert issue is not None
@@ -407,7 +407,7 @@ async def test_removing_a_node_device_forgets_the_node(
     assert hub_device is not None
     assert not await remove_device(hass, hass_ws_client, hub_device.id, loaded_entry.entry_id)
     assert await remove_device(hass, hass_ws_client, device.id, loaded_entry.entry_id)
-    assert "gone" not in loaded_entry.runtime_data.hub.nodes
+    assert "gone" not in loaded_entry.runtime_data.nodes
     assert entity_id(hass, "gone", "power") is None
     # If it speaks again it comes back as a new device with fresh entities.
     publish(hass, "gone", "telemetry", "power", {"value": 2})

@@ -114,3 +114,58 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+INTEGRATION = LIBRARY.parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(INTEGRATION).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__") or "__init__"
+
+
+def _local_imports(path: Path, modules: set[str]) -> set[str]:
+    """The integration's own modules a module imports (relative imports, TYPE_CHECKING too)."""
+    own = _module_name(path)
+    if path.name == "__init__.py":
+        package = [] if own == "__init__" else own.split(".")
+    else:
+        package = own.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = package[: len(package) - (node.level - 1)]
+        if node.module:
+            found.add(".".join([*base, node.module]))
+            continue
+        for alias in node.names:  # `from . import x`: a module, or a name of the package
+            candidate = ".".join([*base, alias.name])
+            found.add(candidate if candidate in modules else ".".join(base) or "__init__")
+    return found & modules
+
+
+def test_the_integration_has_no_import_cycle() -> None:
+    """Every part gets what it needs passed in; nothing imports its own user (even for typing)."""
+    paths = list(INTEGRATION.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _local_imports(p, modules) for p in paths}
+    # Guard the guard: the graph sees relative imports, package imports included.
+    assert {"hub", "homesync.tracker"} <= graph["models"]
+    assert "homesync.protocol" in graph["homesync.commands"]
+    assert "hub" not in graph["control"]
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep] if dep in path else [module, dep]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if dep not in state:
+                visit(dep, [*path, dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])

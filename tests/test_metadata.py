@@ -7,14 +7,18 @@ can run without network here, so the rules we rely on are checked in this file.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 from pathlib import Path
 import re
+import string
 import subprocess
 from typing import Any
 
 from awesomeversion import AwesomeVersion
+from homeassistant.helpers import config_validation as cv
 import pytest
+import voluptuous as vol
 import yaml
 
 ROOT = Path(__file__).parent.parent
@@ -168,20 +172,62 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return [(path, node)]
 
 
+# hassfest's translation rules (script/hassfest/translations.py): the value validator runs HA's
+# own cv.string_with_no_html (regex `<[a-z].*?>`: the frontend would swallow such text as a tag)
+# and rejects single-quoted or non-identifier placeholders, combined references, padding and URLs.
+RE_TRANSLATION_KEY = re.compile(r"^(?!.+[_-]{2})(?![_-])[a-z0-9-_]+(?<![_-])$")
+RE_COMBINED_REFERENCE = re.compile(r"(.+\[%)|(%\].+)")
+RE_PLACEHOLDER_IN_SINGLE_QUOTES = re.compile(r"'{\w+}'")
+RE_URL = re.compile(
+    r"(((ftp|ftps|scp|http|https|mqtt|mqtts|socket|socks5):\/\/|www\.)"
+    r"[a-z0-9]+([\-\.]{1}[a-z0-9]+)*\.[a-z]{2,5}(:[0-9]{1,5})?(\/.*)?)",
+    re.IGNORECASE,
+)
+
+
+def hassfest_value_errors(value: Any) -> list[str]:
+    """What hassfest's translation value validator would reject in `value`."""
+    try:
+        text = cv.string_with_no_html(value)
+    except vol.Invalid as err:
+        return [str(err)]
+    errors = []
+    if RE_PLACEHOLDER_IN_SINGLE_QUOTES.search(text):
+        errors.append("placeholder inside single quotes")
+    for _, field, _, _ in string.Formatter().parse(text):
+        if field and not field.isidentifier():
+            errors.append(f"placeholder {field!r} is not an identifier")
+    if RE_COMBINED_REFERENCE.search(text):
+        errors.append("combined translation reference")
+    if text != text.strip():
+        errors.append("leading or trailing spaces")
+    if RE_URL.search(text):
+        errors.append("URL (use a description placeholder)")
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("value", "rejected"),
+    [
+        ("Nodes publish under homesync/<home id>/nodes/.", True),
+        ("Use <b>this</b>", True),
+        ("Node '{node}' is offline", True),
+        ("See https://example.com/x", True),
+        (" padded", True),
+        ("Homes seen on your broker: {seen}.", False),
+        ("Offline ratio above 10 % (< 5 is fine)", False),
+    ],
+)
+def test_hassfest_value_rules_are_the_real_ones(value: str, rejected: bool) -> None:
+    """The checker itself: the bug that shipped (`<home id>`) must be caught."""
+    assert bool(hassfest_value_errors(value)) is rejected
+
+
 def test_strings_follow_hassfest_value_rules() -> None:
     for path, value in _walk(STRINGS):
-        assert isinstance(value, str), path
-        assert value == value.strip(), path
-        assert "<" not in value or "<home id>" in value, f"no HTML: {path}"
-        assert "http://" not in value, path
-        assert "https://" not in value, path
-        for placeholder in re.findall(r"\{([^}]*)\}", value):
-            assert placeholder.isidentifier(), path
+        assert hassfest_value_errors(value) == [], path
         for key in path.strip(".").split("."):
-            assert re.fullmatch(r"[a-z0-9-_]+", key), path
-            assert not key.startswith(("_", "-")), path
-            assert not key.endswith(("_", "-")), path
-            assert "__" not in key, path
+            assert RE_TRANSLATION_KEY.match(key), path
 
 
 def test_data_description_keys_exist_in_data() -> None:
@@ -224,6 +270,36 @@ def test_icons() -> None:
         assert set(keys) <= set(STRINGS["entity"].get(platform, {})), platform
     for service, value in icons.get("services", {}).items():
         assert set(value) <= {"service", "sections"}, service
+
+
+def _frontend_icon_names() -> set[str]:
+    """Every mdi icon the frontend that HA 2025.4.4 pins can draw (its own icon list)."""
+    spec = importlib.util.find_spec("hass_frontend")
+    missing = "home-assistant-frontend is not installed: ./scripts/setup --demo installs it"
+    assert spec is not None, missing
+    assert spec.origin is not None, missing
+    icon_list = Path(spec.origin).parent / "static" / "mdi" / "iconList.json"
+    return {icon["name"] for icon in json.loads(icon_list.read_text())}
+
+
+def _icons_in_use() -> dict[str, str]:
+    """`mdi:` names in icons.json, the integration's code and the blueprints, by where found."""
+    found: dict[str, str] = {}
+    sources = [*PACKAGE.rglob("*.json"), *PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.yaml")]
+    sources += [*(ROOT / "blueprints").rglob("*.yaml")]
+    for source in sources:
+        for name in re.findall(r"mdi:([a-z0-9-]+)", source.read_text()):
+            found.setdefault(name, str(source.relative_to(ROOT)))
+    return found
+
+
+def test_every_icon_exists_in_the_frontend() -> None:
+    """A name the frontend does not know renders as a blank icon (mdi:alert-network did)."""
+    known = _frontend_icon_names()
+    in_use = _icons_in_use()
+    assert "heart-pulse" in in_use
+    missing = {name: where for name, where in in_use.items() if name not in known}
+    assert missing == {}
 
 
 QUALITY = yaml.safe_load((PACKAGE / "quality_scale.yaml").read_text())

@@ -301,7 +301,7 @@ async def test_removing_the_node_drops_its_queue(
 ) -> None:
     failed = async_capture_events(hass, EVENT_COMMAND_FAILED)
     await send(hass, command="relay", action="on")
-    offline.runtime_data.hub.async_forget_node(NODE)
+    offline.runtime_data.async_forget_node(NODE)
     await advance(freezer, hass, 3601, step=600)
     assert failed == []  # gone, not expired
     go_online(hass, seq=2)
@@ -317,7 +317,7 @@ async def test_forgetting_a_node_mid_delivery_reports_nothing(
     go_online(hass, seq=2)
     await settle()
     [payload] = sent(mqtt_mock)
-    offline.runtime_data.hub.async_forget_node(NODE)
+    offline.runtime_data.async_forget_node(NODE)
     respond(hass, payload["request_id"], result="on")  # rediscovers the node, nothing else
     await hass.async_block_till_done(wait_background_tasks=True)
     assert completed == []

@@ -1,4 +1,7 @@
-"""The heartbeat_iot.send_command action: response data, validation, failures (DESIGN §4)."""
+"""The heartbeat_iot.send_command action: response data, validation, failures.
+
+See docs/architecture.md §6 and docs/commands.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Relay and LED switches: confirmed, never optimistic (issue 5 acceptance, DESIGN §4)."""
+"""Relay and LED switches: confirmed, never optimistic (issue 5, docs/architecture.md §6)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from .command_helpers import (
     go_online,
     relay_status,
     respond,
+    send_command,
     sent,
     settle,
     start,
@@ -291,6 +292,25 @@ async def test_led_switch(hass: HomeAssistant, online: MockConfigEntry, mqtt_moc
     assert state(hass, "led") == STATE_UNKNOWN  # rebooted: the LED follows the relay again
 
 
+async def test_reboot_forgets_the_led_while_its_entity_is_disabled(
+    hass: HomeAssistant, online: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """The reboot rule lives with the LED state, not in the entity (issue 12)."""
+    registry = er.async_get(hass)
+    registry.async_update_entity(entity_id(hass, "led"), disabled_by=er.RegistryEntryDisabler.USER)
+    await hass.async_block_till_done()
+    task = start(send_command(hass, command="led", action="blink"))
+    await settle()
+    respond(hass, sent(mqtt_mock, "led")[-1]["request_id"], result="blink")
+    await task
+    outputs = online.runtime_data.outputs
+    assert outputs.led(NODE) == "blink"
+
+    publish(hass, NODE, "status", "heartbeat", {"seq": 0, "uptime": 1, "interval": 30})
+    await hass.async_block_till_done()
+    assert outputs.led(NODE) is None  # what the entity shows once it is enabled again
+
+
 async def test_offline_node_gets_no_command(
     hass: HomeAssistant, online: MockConfigEntry, mqtt_mock: Any
 ) -> None:
@@ -300,7 +320,7 @@ async def test_offline_node_gets_no_command(
     await switch_call(hass, "turn_on")  # Home Assistant skips unavailable entities
     assert sent(mqtt_mock) == []
     # A call racing the transition is refused with the node-offline error.
-    control = online.runtime_data.hub.control
+    control = online.runtime_data.control
     with pytest.raises(HomeAssistantError) as err:
         await control.async_command(NODE, "relay", "on")
     assert err.value.translation_key == "node_offline"

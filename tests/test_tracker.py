@@ -1,4 +1,4 @@
-"""Tests of the pure availability tracker (DESIGN §3), with a fake wall clock."""
+"""Tests of the pure availability tracker (docs/architecture.md §5), with a fake wall clock."""
 
 from __future__ import annotations
 
@@ -790,43 +790,6 @@ def test_tick_drops_stale_entries() -> None:
     assert tracker.heap_size == 0
 
 
-def test_update_settings_recomputes_timeouts_and_windows() -> None:
-    tracker, clock = make()
-    hb(tracker, "default")
-    hb(tracker, "announced", interval=60)
-    hb(tracker, "pinned")
-    tracker.set_timeout_override("pinned", 100)
-    hb(tracker, "default", seq=1)
-    assert st_(tracker, "default").link_quality == 100.0
-    assert tracker.update_settings(TrackerSettings()) == Outcome()
-
-    out = tracker.update_settings(TrackerSettings(multiplier=2, link_window=5, flap_transitions=3))
-    assert out.changed == {"default", "announced"}
-    assert st_(tracker, "default").timeout == 60.0
-    assert st_(tracker, "announced").timeout == 120.0
-    assert st_(tracker, "pinned").timeout == 100.0
-    assert st_(tracker, "default").link_quality is None  # window restarted
-
-    new = TrackerSettings(multiplier=2, default_interval=20, min_timeout=40, flap_transitions=3)
-    out = tracker.update_settings(new)
-    assert st_(tracker, "default").interval == 20.0
-    # Both show the new default interval; only "default" gets a new timeout (60 -> 40).
-    assert out.changed == {"default", "pinned"}
-    assert st_(tracker, "default").timeout == 40.0
-    out = run_until(tracker, clock, T0 + 40.5)
-    assert [e.node_id for e in out.events] == ["default"]
-
-    # The new flap threshold applies (the history is kept): the timeout above was transition 1,
-    # so back online (2) and the LWT (3) flag flapping.
-    tracker.update_settings(TrackerSettings(flap_transitions=3))
-    assert tracker.settings == TrackerSettings(flap_transitions=3)
-    events: list[TrackerEvent] = []
-    for _ in range(2):
-        events += tracker.on_message("default", retained=False).events
-        events += lwt(tracker, "default").events
-    assert [e.type for e in events] == [EventType.ONLINE, EventType.FLAPPING]
-
-
 def test_a_clock_stepping_back_keeps_deadlines_honest() -> None:
     tracker, clock = make()
     hb(tracker)
@@ -893,7 +856,6 @@ op_st = st.one_of(
     st.tuples(st.just("broker"), st.booleans()),
     st.tuples(st.just("override"), node_st, st.none() | st.floats(1, 100, allow_nan=False)),
     st.tuples(st.just("forget"), node_st),
-    st.tuples(st.just("settings"), st.sampled_from([1.5, 2.0, 3.0]), st.integers(2, 5)),
     st.tuples(st.just("restart")),
 )
 
@@ -945,9 +907,6 @@ def test_property_no_stale_online_node_and_exact_counts(ops: list[tuple[Any, ...
             case ("forget", node_id):
                 tracker.forget(node_id)
                 last_event.pop(node_id, None)
-            case ("settings", multiplier, flap_transitions):
-                new = {"multiplier": multiplier, "flap_transitions": flap_transitions}
-                record(tracker.update_settings(TrackerSettings(**{**_fields(base), **new})))
             case ("restart",):  # HA restart: persist, new tracker, restore (no events)
                 data = json.loads(json.dumps(tracker.export()))
                 connected = tracker.broker_connected

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from homeassistant.components import mqtt
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
@@ -14,23 +10,12 @@ from homeassistant.helpers.typing import ConfigType
 
 from .blueprint import async_install_blueprint
 from .const import DOMAIN, PLATFORMS
-from .hub import HomeSyncHub, node_store
+from .device import node_id_for_device
+from .models import HomeSyncConfigEntry, HomeSyncOptions, build_runtime_data
 from .services import async_setup_services
+from .storage import node_store
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-
-
-@dataclass(slots=True)
-class HomeSyncData:
-    """Runtime objects of one config entry."""
-
-    hub: HomeSyncHub
-    # The options the hub runs with: entry updates that leave them alone (e.g. MQTT
-    # discovery recording a discovery key for every node's birth) must not reload.
-    options: dict[str, Any]
-
-
-type HomeSyncConfigEntry = ConfigEntry[HomeSyncData]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
@@ -44,17 +29,21 @@ async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> 
     """Set up one home."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
-    hub = HomeSyncHub(hass, entry)
-    await hub.async_start()
-    entry.runtime_data = HomeSyncData(hub, dict(entry.options))
+    data = build_runtime_data(hass, entry)
+    await data.async_start()
+    entry.runtime_data = data
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
 
 async def _async_options_updated(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
-    """Options changed: reload so every part picks them up."""
-    if dict(entry.options) != entry.runtime_data.options:
+    """Options changed: reload so every part picks them up.
+
+    Entry updates that leave the options alone (e.g. MQTT discovery recording a discovery key
+    for every node's birth) must not reload.
+    """
+    if HomeSyncOptions.from_options(entry.options) != entry.runtime_data.options:
         await hass.config_entries.async_reload(entry.entry_id)
 
 
@@ -62,7 +51,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) ->
     """Unload one home, leaving no subscription behind."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
-        await entry.runtime_data.hub.async_stop()
+        await entry.runtime_data.async_stop()
     return unloaded
 
 
@@ -74,14 +63,14 @@ async def async_remove_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) ->
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: HomeSyncConfigEntry, device: dr.DeviceEntry
 ) -> bool:
-    """Let the user delete a node's device; the hub forgets the node.
+    """Let the user delete a node's device; the home forgets the node.
 
     A node that is still publishing comes back (as a new device) on its next message.
     The hub device of the home cannot be deleted on its own.
     """
-    hub = entry.runtime_data.hub
-    node_id = hub.node_id_for_device(device)
+    data = entry.runtime_data
+    node_id = node_id_for_device(data.home_id, device)
     if node_id is None:
         return False
-    hub.async_forget_node(node_id)
+    data.async_forget_node(node_id)
     return True

@@ -13,10 +13,9 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
-from . import HomeSyncConfigEntry
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
 from .homesync.tracker import Availability
-from .hub import HomeSyncHub
+from .models import HomeSyncConfigEntry, HomeSyncRuntimeData
 
 PARALLEL_UPDATES = 0
 
@@ -27,13 +26,13 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Per-node sensors for known nodes now and for new nodes on discovery."""
-    hub = entry.runtime_data.hub
-    async_add_entities([FleetDegradedSensor(hub)])
+    data = entry.runtime_data
+    async_add_entities([FleetDegradedSensor(data)])
 
     async_add_node_entities(
-        hub,
+        entry,
         async_add_entities,
-        lambda node_id: [ConnectivitySensor(hub, node_id), FlappingSensor(hub, node_id)],
+        lambda node_id: [ConnectivitySensor(data, node_id), FlappingSensor(data, node_id)],
     )
 
 
@@ -47,26 +46,26 @@ class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
     # changes), so heartbeats do not churn the state machine; keep it out of the recorder.
     _unrecorded_attributes = frozenset({"last_seen"})
 
-    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Connectivity of one node."""
-        super().__init__(hub, node_id, "connectivity")
+        super().__init__(data, node_id, "connectivity")
 
     @property
     def is_on(self) -> bool | None:
         """Online according to the heartbeat tracker."""
-        status = self.hub.node_status(self.node_id)
+        status = self.data.availability.status(self.node_id)
         return None if status is None else status.state is Availability.ONLINE
 
     def _shown(self) -> tuple[object, ...]:
         # last_seen alone does not warrant a write (it moves with every heartbeat).
-        status = self.hub.node_status(self.node_id)
+        status = self.data.availability.status(self.node_id)
         detail = None if status is None else (status.reason, status.timeout)
         return (*super()._shown(), detail)
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         """Why the node is in this state, when it was last heard from, and its timeout."""
-        status = self.hub.node_status(self.node_id)
+        status = self.data.availability.status(self.node_id)
         if status is None:
             return {}
         return {
@@ -88,14 +87,14 @@ class FlappingSensor(HomeSyncNodeEntity, BinarySensorEntity):
     _attr_translation_key = "flapping"
     _requires_online = False
 
-    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Flapping flag of one node."""
-        super().__init__(hub, node_id, "flapping")
+        super().__init__(data, node_id, "flapping")
 
     @property
     def is_on(self) -> bool | None:
         """Flagged by the tracker's flap damping."""
-        status = self.hub.node_status(self.node_id)
+        status = self.data.availability.status(self.node_id)
         return None if status is None else status.flapping
 
 
@@ -105,19 +104,19 @@ class FleetDegradedSensor(HomeSyncHubEntity, BinarySensorEntity):
     _attr_device_class = BinarySensorDeviceClass.PROBLEM
     _attr_translation_key = "fleet_degraded"
 
-    def __init__(self, hub: HomeSyncHub) -> None:
+    def __init__(self, data: HomeSyncRuntimeData) -> None:
         """Fleet health of one home."""
-        super().__init__(hub, "fleet_degraded")
+        super().__init__(data, "fleet_degraded")
 
     @property
     def is_on(self) -> bool:
         """Offline ratio strictly above the threshold."""
-        return self.hub.offline_ratio() > self.hub.offline_ratio_threshold
+        return self.data.availability.offline_ratio() > self.data.options.offline_ratio_threshold
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         """The numbers behind the verdict."""
         return {
-            "offline_ratio": round(self.hub.offline_ratio(), 2),
-            "threshold": self.hub.offline_ratio_threshold,
+            "offline_ratio": round(self.data.availability.offline_ratio(), 2),
+            "threshold": self.data.options.offline_ratio_threshold,
         }

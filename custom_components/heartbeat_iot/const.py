@@ -50,15 +50,22 @@ STORAGE_VERSION: Final = 1
 # Debounce for persisting node metadata: bursts of discovery write once.
 STORAGE_SAVE_DELAY: Final = 10
 
-# Hub listener keys besides one per metric: what changed for a node (KEY_STATUS is also
-# announced for the home's fleet entities).
-KEY_STATUS: Final = "status"  # availability / health
+# Change keys of updates.Updates, the one way entities hear about changes (see
+# docs/architecture.md): listeners subscribe to (node_id, key) and read the new value from its
+# owner when notified. Every metric key is a key too (nodes.NodeRegistry notifies it).
+HUB: Final = ""  # the "node id" of the home's own (fleet) entities; node ids are never empty
+KEY_STATUS: Final = "status"  # availability / health (also announced for HUB)
 KEY_FIRMWARE: Final = "firmware"
 KEY_LAST_SEEN: Final = "last_seen"  # every live message
 KEY_RELAY: Final = "relay"
 KEY_LED: Final = "led"
+KEY_EVENT: Final = "node_event"  # availability.AvailabilityMonitor.last_event(node_id) changed
+# Announced for HUB: read nodes.NodeRegistry.newest_node / .newest_metric.
+KEY_NODE_ADDED: Final = "node_added"
+KEY_METRIC_ADDED: Final = "metric_added"
 
-# Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping> (see hub.event_type).
+# Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping>
+# (see availability.event_type).
 EVENT_COMMAND_COMPLETED: Final = f"{DOMAIN}_command_completed"
 EVENT_COMMAND_FAILED: Final = f"{DOMAIN}_command_failed"
 

@@ -1,36 +1,29 @@
-"""Commands, confirmations and the offline queue of a home (DESIGN §4): the HA glue.
+"""Commands, confirmations and the offline queue of a home (docs/architecture.md §6): the HA glue.
 
-`commands.py` holds the logic (request ids, retries, the intent queue); this module wires it to
-Home Assistant: MQTT publishing, entry options, translated errors, bus events, the expiry timer,
-persistence through the hub's Store, and the confirmed relay / LED state the switches show.
+`homesync/commands.py` holds the logic (request ids, retries, the intent queue); this module
+wires it to Home Assistant: MQTT publishing, translated errors (the one place HA errors are
+raised for commands), bus events and the expiry timer. It gets the narrow things it needs
+(availability and naming callables, the outputs owner, the update registry), never the hub.
+Confirmed relay / LED states go to outputs.NodeOutputs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.event import async_track_point_in_utc_time
 from homeassistant.util import dt as dt_util
 
-from .const import (
-    CONF_COMMAND_RETRIES,
-    CONF_COMMAND_TIMEOUT,
-    DEFAULT_OPTIONS,
-    DOMAIN,
-    EVENT_COMMAND_COMPLETED,
-    EVENT_COMMAND_FAILED,
-    KEY_LAST_SEEN,
-    KEY_LED,
-)
+from .const import DOMAIN, EVENT_COMMAND_COMPLETED, EVENT_COMMAND_FAILED, KEY_LAST_SEEN
+from .homesync.clock import Clock
 from .homesync.commands import (
     RESERVED_KEYS,
     CommandManager,
@@ -40,23 +33,20 @@ from .homesync.commands import (
     QueuedIntent,
     TooManyPending,
 )
-
-if TYPE_CHECKING:
-    from .hub import HomeSyncHub
+from .homesync.protocol import COMMAND_ACTIONS
+from .outputs import NodeOutputs
+from .updates import Updates
 
 _LOGGER = logging.getLogger(__package__)
 
-# Command names. The relay's state is announced on KEY_RELAY (by status/relay and by confirmed
-# answers), the LED's on KEY_LED (confirmed answers only: the LED has no status topic).
+# Command names. Confirmed answers update outputs.NodeOutputs (the relay also by status/relay).
 RELAY: Final = "relay"
 LED: Final = "led"
 CONFIG: Final = "config"
 
 # What Home Assistant lets a user send (OTA needs its own flow: URL, version, hash).
 ACTIONS: Final[dict[str, tuple[str, ...]]] = {
-    RELAY: ("on", "off", "toggle"),
-    LED: ("on", "off", "blink"),
-    CONFIG: ("set",),
+    command: COMMAND_ACTIONS[command] for command in (RELAY, LED, CONFIG)
 }
 STATES: Final = ("on", "off")
 DEFAULT_QUEUE_TTL: Final = 3600.0
@@ -75,9 +65,8 @@ SOURCE_SWITCH: Final = "switch"
 SOURCE_SERVICE: Final = "service"
 SOURCE_QUEUE: Final = "queue"
 
-
-def _now() -> float:
-    return dt_util.utcnow().timestamp()
+type Spawn = Callable[[Coroutine[Any, Any, None], str], object]
+"""Start a background task of the entry (name second)."""
 
 
 def _iso(ts: float) -> str:
@@ -112,23 +101,38 @@ def validate_command(command: str, action: str, params: Mapping[str, Any]) -> No
 
 
 class NodeControl:
-    """Owns the CommandManager and IntentQueue of one hub."""
+    """Owns the CommandManager and IntentQueue of one home."""
 
-    def __init__(self, hass: HomeAssistant, hub: HomeSyncHub) -> None:
-        """Bind to the hub; timeout and retries come from the entry options."""
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        *,
+        home_id: str,
+        timeout: float,
+        retries: int,
+        clock: Clock,
+        updates: Updates,
+        outputs: NodeOutputs,
+        is_online: Callable[[str], bool],
+        node_name: Callable[[str], str],
+        device_id: Callable[[str], str | None],
+        schedule_save: Callable[[], None],
+        spawn: Spawn,
+    ) -> None:
+        """Timeout and retries come from the entry options (an options change reloads)."""
         self.hass = hass
-        self.hub = hub
-        options = {**DEFAULT_OPTIONS, **hub.entry.options}
+        self._home_id = home_id
+        self._updates = updates
+        self._outputs = outputs
+        self._is_online = is_online
+        self.node_name = node_name
+        self._device_id = device_id
+        self._schedule_save = schedule_save
+        self._spawn = spawn
         self.manager = CommandManager(
-            hub.home_id,
-            self._publish,
-            clock=_now,
-            timeout=float(options[CONF_COMMAND_TIMEOUT]),
-            retries=int(options[CONF_COMMAND_RETRIES]),
+            home_id, self._publish, clock=clock, timeout=timeout, retries=retries
         )
-        self.queue = IntentQueue(clock=_now, default_ttl=DEFAULT_QUEUE_TTL)
-        # LED mode per node ("on", "off", "blink") as confirmed by the node; unknown until then.
-        self._led: dict[str, str] = {}
+        self.queue = IntentQueue(clock=clock, default_ttl=DEFAULT_QUEUE_TTL)
         # Queued intents taken for delivery and not finished yet (persisted with the queue,
         # so a restart in the middle of a delivery does not lose them).
         self._in_flight: dict[int, QueuedIntent] = {}
@@ -142,23 +146,6 @@ class NodeControl:
     async def _publish(self, topic: str, payload: str) -> None:
         await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=False)
 
-    # --- state the switches show ----------------------------------------------------------
-
-    def relay_state(self, node_id: str) -> str | None:
-        """ "on" / "off" as the node last reported or confirmed it; None when unknown."""
-        node = self.hub.nodes.get(node_id)
-        return None if node is None else node.relay
-
-    def led_state(self, node_id: str) -> str | None:
-        """The LED mode the node last confirmed ("on", "off", "blink"); None when unknown."""
-        return self._led.get(node_id)
-
-    @callback
-    def reset_led(self, node_id: str) -> None:
-        """The node rebooted: its LED is back to its default mode, which we do not know."""
-        if self._led.pop(node_id, None) is not None:
-            self.hub.async_notify(node_id, KEY_LED)
-
     @callback
     def _apply_success(self, result: CommandResult) -> None:
         """A confirmed command changes what the switches show."""
@@ -169,24 +156,14 @@ class NodeControl:
             if state is None and result.action in STATES:
                 state = result.action
             if state is not None:
-                self.hub.async_set_relay(node_id, state)
+                self._outputs.async_set_relay(node_id, state)
         elif result.command == LED:
             allowed = ACTIONS[LED]
             mode = result.result if result.result in allowed else result.action
-            if mode in allowed and self._led.get(node_id) != mode:
-                self._led[node_id] = mode
-                self.hub.async_notify(node_id, KEY_LED)
+            if mode in allowed:
+                self._outputs.async_set_led(node_id, mode)
 
     # --- sending --------------------------------------------------------------------------
-
-    def node_name(self, node_id: str) -> str:
-        """The node's name as the user sees it (their device name, else the node id)."""
-        node = self.hub.nodes.get(node_id)
-        if node is not None and node.device_id is not None:
-            device = dr.async_get(self.hass).async_get(node.device_id)
-            if device is not None:
-                return device.name_by_user or device.name or node_id
-        return node_id
 
     def _offline_error(self, node_id: str) -> ServiceValidationError:
         return ServiceValidationError(
@@ -220,7 +197,7 @@ class NodeControl:
         source: str = SOURCE_SWITCH,
     ) -> CommandResult:
         """Send now and wait for the node; raise a translated error unless it confirmed."""
-        if not self.hub.node_online(node_id):
+        if not self._is_online(node_id):
             raise self._offline_error(node_id)
         try:
             result = await self.manager.send(
@@ -255,7 +232,7 @@ class NodeControl:
         """The send_command action: send now, or queue for an offline node when asked to."""
         params = dict(params or {})
         validate_command(command, action, params)
-        if self.hub.node_online(node_id) or not queue:
+        if self._is_online(node_id) or not queue:
             result = await self.async_command(
                 node_id,
                 command,
@@ -289,10 +266,9 @@ class NodeControl:
     # --- outcome events -------------------------------------------------------------------
 
     def _event_data(self, node_id: str, command: str, action: str, source: str) -> dict[str, Any]:
-        node = self.hub.nodes.get(node_id)
         return {
-            "device_id": node.device_id if node is not None else None,
-            "home_id": self.hub.home_id,
+            "device_id": self._device_id(node_id),
+            "home_id": self._home_id,
             "node_id": node_id,
             "command": command,
             "action": action,
@@ -333,12 +309,12 @@ class NodeControl:
         """Watch nodes with intents, re-arm the expiry timer, persist."""
         for node_id in {intent.node_id for intent in self.queue.pending()}:
             if node_id not in self._watching:
-                self._watching[node_id] = self.hub.async_add_listener(
+                self._watching[node_id] = self._updates.async_listen(
                     node_id, KEY_LAST_SEEN, self._live_message_callback(node_id)
                 )
         self._arm_expiry()
         if save:
-            self.hub.schedule_save()
+            self._schedule_save()
 
     def _live_message_callback(self, node_id: str) -> CALLBACK_TYPE:
         @callback
@@ -355,18 +331,16 @@ class NodeControl:
 
     @callback
     def _flush(self, node_id: str) -> None:
-        if self._stopped or not self.hub.node_online(node_id):
+        if self._stopped or not self._is_online(node_id):
             return
         intents = self.queue.take(node_id)
         if not intents:
             return
         for intent in intents:
             self._in_flight[id(intent)] = intent
-            self.hub.entry.async_create_background_task(
-                self.hass,
+            self._spawn(
                 self._deliver(intent),
                 f"{DOMAIN} deliver {intent.command}/{intent.action} to {node_id}",
-                eager_start=False,  # not inside the hub's message handling
             )
         self._queue_changed()
 
@@ -380,18 +354,18 @@ class NodeControl:
             # HA is stopping: keep the intent for the next start (if `stop` did not already).
             if self._in_flight.pop(id(intent), None) is not None:
                 self.queue.restore([intent.as_dict()])
-                self.hub.schedule_save()
+                self._schedule_save()
             raise
         except (TooManyPending, ValueError) as err:
             if self._in_flight.pop(id(intent), None) is None:
                 return
             self._intent_failed(intent, "error", str(err))
-            self.hub.schedule_save()
+            self._schedule_save()
             return
         if self._in_flight.pop(id(intent), None) is None:
             return  # stopped meanwhile: the intent went back into the persisted queue
         self._finished(result, SOURCE_QUEUE)
-        self.hub.schedule_save()
+        self._schedule_save()
 
     @callback
     def _intent_failed(self, intent: QueuedIntent, reason: str, error: str) -> None:
@@ -449,19 +423,18 @@ class NodeControl:
             )
         self._queue_changed()
 
-    # --- lifecycle (called by the hub) ----------------------------------------------------
+    # --- lifecycle ----------------------------------------------------
 
     def handle_response(self, node_id: str, data: dict[str, Any]) -> None:
         """A validated, live response/command from the node."""
         self.manager.handle_response(node_id, data)
 
     def forget(self, node_id: str) -> None:
-        """The node was removed: drop its queue, LED state and watch."""
+        """The node was removed: drop its queue and watch."""
         self.queue.forget(node_id)
         for key, intent in list(self._in_flight.items()):
             if intent.node_id == node_id:
                 del self._in_flight[key]
-        self._led.pop(node_id, None)
         if (unsub := self._watching.pop(node_id, None)) is not None:
             unsub()
         self._queue_changed()
@@ -472,7 +445,7 @@ class NodeControl:
         self._cancel_expiry()
         while self._watching:
             self._watching.popitem()[1]()
-        # Deliveries cut short go back into the queue, which the hub persists next.
+        # Deliveries cut short go back into the queue, which the unload persists next.
         self.queue.restore([intent.as_dict() for intent in self._in_flight.values()])
         self._in_flight.clear()
         # Every waiting send returns CANCELLED at once: switches and actions raise, tasks end.
@@ -506,5 +479,5 @@ class NodeControl:
                 {"node_id": intent.node_id, "command": intent.command, "action": intent.action}
                 for intent in self._in_flight.values()
             ],
-            "led": dict(self._led),
+            "led": self._outputs.led_modes(),
         }

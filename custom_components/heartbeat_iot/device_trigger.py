@@ -19,9 +19,9 @@ from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 import voluptuous as vol
 
+from .availability import event_type
 from .const import DOMAIN, EVENT_COMMAND_FAILED
 from .homesync.tracker import EventType
-from .hub import event_type
 
 # Trigger type -> bus event type.
 TRIGGER_EVENTS: dict[str, str] = {

@@ -8,45 +8,47 @@ from typing import Any
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
-from . import HomeSyncConfigEntry
 from .homesync.redact import redact
 from .homesync.tracker import NodeStatus
+from .models import HomeSyncConfigEntry
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: HomeSyncConfigEntry
 ) -> dict[str, Any]:
     """Entry, options, per-node state, pending commands and the offline queue."""
-    hub = entry.runtime_data.hub
+    data = entry.runtime_data
+    availability = data.availability
+    online, offline = availability.counts()
     # Nodes never send credentials, but queued params, options or a misbehaving node might:
     # redacted by key pattern at any depth (api_key, wifi_password, clientSecret, URLs, ...).
-    data: dict[str, Any] = redact(
+    redacted: dict[str, Any] = redact(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
-            "broker_connected": hub.broker_connected,
+            "broker_connected": availability.broker_connected,
             "fleet": {
-                "online": hub.fleet_counts()[0],
-                "offline": hub.fleet_counts()[1],
-                "offline_ratio": round(hub.offline_ratio(), 2),
-                "timer_heap_size": hub.tracker.heap_size,
+                "online": online,
+                "offline": offline,
+                "offline_ratio": round(availability.offline_ratio(), 2),
+                "timer_heap_size": availability.tracker.heap_size,
             },
             "nodes": {
                 node.node_id: {
                     "firmware": node.firmware,
-                    "relay": node.relay,
-                    "availability": _availability(hub.node_status(node.node_id)),
+                    "relay": data.outputs.relay(node.node_id),
+                    "availability": _availability(availability.status(node.node_id)),
                     "metrics": {
                         key: {"unit": spec.unit, "value": node.values.get(key)}
                         for key, spec in node.metrics.items()
                     },
                 }
-                for node in hub.nodes.values()
+                for node in data.nodes.values()
             },
-            # Commands waiting for confirmation and the offline queue (DESIGN §4).
-            "control": hub.control.diagnostics(),
+            # Commands waiting for confirmation and the offline queue (docs/architecture.md §6).
+            "control": data.control.diagnostics(),
         }
     )
-    return data
+    return redacted
 
 
 def _availability(status: NodeStatus | None) -> dict[str, Any] | None:

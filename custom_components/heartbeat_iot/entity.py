@@ -1,66 +1,74 @@
-"""Base entities: one node's entities and the home's (fleet) entities."""
+"""Base entities: one node's entities and the home's (fleet) entities.
+
+Every entity listens through `updates.Updates` on (its node, its key) and (its node,
+KEY_STATUS), and reads what it shows from the part that owns it (`self.data.nodes`,
+`.outputs`, `.availability`). To add a per-node entity: subclass HomeSyncNodeEntity with a
+unique key, read its value in a property, and build it in the platform's
+`async_add_node_entities` callback; whoever changes the value calls
+`updates.async_notify(node_id, key)`. See docs/architecture.md.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
 from homeassistant.core import callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import KEY_STATUS
-from .hub import HUB, HomeSyncHub, signal_new_node
+from .const import HUB, KEY_NODE_ADDED, KEY_STATUS
+from .device import hub_device_info, node_device_info
+from .models import HomeSyncConfigEntry, HomeSyncRuntimeData
 
 
 @callback
 def async_add_node_entities(
-    hub: HomeSyncHub,
+    entry: HomeSyncConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
     build: Callable[[str], Iterable[Entity]],
 ) -> None:
     """Add a platform's per-node entities for the known nodes now and for new ones on discovery."""
+    data = entry.runtime_data
 
-    @callback
-    def add_node(node_id: str) -> None:
+    for node_id in data.nodes:
         async_add_entities(build(node_id))
 
-    for node_id in hub.nodes:
-        add_node(node_id)
-    hub.entry.async_on_unload(
-        async_dispatcher_connect(hub.hass, signal_new_node(hub.entry.entry_id), add_node)
-    )
+    @callback
+    def node_added() -> None:
+        if (node_id := data.nodes.newest_node) is not None:
+            async_add_entities(build(node_id))
+
+    entry.async_on_unload(data.updates.async_listen(HUB, KEY_NODE_ADDED, node_added))
 
 
 class HomeSyncEntity(Entity):
-    """Refreshes when the hub says its (node, key) or the node's status changed."""
+    """Refreshes when its (node, key) or the node's status changed."""
 
     _attr_has_entity_name = True
     _attr_should_poll = False
 
-    def __init__(self, hub: HomeSyncHub, node_id: str, key: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str, key: str) -> None:
         """Bind the entity to its node (or to the home when node_id is HUB)."""
-        self.hub = hub
+        self.data = data
         self.node_id = node_id
         self.key = key
 
     async def async_added_to_hass(self) -> None:
         """Listen for updates of this entity's key and of its node's status."""
         await super().async_added_to_hass()
+        updates = self.data.updates
+        self.async_on_remove(updates.async_listen(self.node_id, self.key, self._handle_update))
         self.async_on_remove(
-            self.hub.async_add_listener(self.node_id, self.key, self._handle_hub_update)
-        )
-        self.async_on_remove(
-            self.hub.async_add_listener(self.node_id, KEY_STATUS, self._handle_status_update)
+            updates.async_listen(self.node_id, KEY_STATUS, self._handle_status_update)
         )
 
     @property
     def available(self) -> bool:
         """Unknowable while Home Assistant's own MQTT link is down."""
-        return self.hub.broker_connected
+        return self.data.availability.broker_connected
 
     @callback
-    def _handle_hub_update(self) -> None:
+    def _handle_update(self) -> None:
         """The entity's own value changed (subclasses filter unchanged values)."""
         self.async_write_ha_state()
 
@@ -86,25 +94,25 @@ class HomeSyncNodeEntity(HomeSyncEntity):
     # describe availability itself (connectivity, last seen…) set this to False.
     _requires_online = True
 
-    def __init__(self, hub: HomeSyncHub, node_id: str, key: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str, key: str) -> None:
         """Unique id `{home}_{node}_{key}` on the node's device."""
-        super().__init__(hub, node_id, key)
-        self._attr_unique_id = f"{hub.home_id}_{node_id}_{key}"
-        self._attr_device_info = hub.node_device_info(node_id)
+        super().__init__(data, node_id, key)
+        self._attr_unique_id = f"{data.home_id}_{node_id}_{key}"
+        self._attr_device_info = node_device_info(data.home_id, node_id)
 
     @property
     def available(self) -> bool:
         """Offline nodes make their readings and relay unavailable."""
         if self._requires_online:
-            return self.hub.node_online(self.node_id)
-        return self.hub.broker_connected
+            return self.data.availability.node_online(self.node_id)
+        return self.data.availability.broker_connected
 
 
 class HomeSyncHubEntity(HomeSyncEntity):
     """An entity of the home's hub device (fleet health)."""
 
-    def __init__(self, hub: HomeSyncHub, key: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, key: str) -> None:
         """Unique id `{home}_{key}` on the hub device."""
-        super().__init__(hub, HUB, key)
-        self._attr_unique_id = f"{hub.home_id}_{key}"
-        self._attr_device_info = hub.hub_device_info
+        super().__init__(data, HUB, key)
+        self._attr_unique_id = f"{data.home_id}_{key}"
+        self._attr_device_info = hub_device_info(data.home_id)

@@ -6,10 +6,10 @@ from homeassistant.components.event import EventEntity
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import HomeSyncConfigEntry
+from .const import KEY_EVENT
 from .entity import HomeSyncNodeEntity, async_add_node_entities
-from .homesync.tracker import EventType, TrackerEvent
-from .hub import HomeSyncHub
+from .homesync.tracker import EventType
+from .models import HomeSyncConfigEntry, HomeSyncRuntimeData
 
 PARALLEL_UPDATES = 0
 
@@ -20,10 +20,10 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """An availability event entity for every node, now and on discovery."""
-    hub = entry.runtime_data.hub
+    data = entry.runtime_data
 
     async_add_node_entities(
-        hub, async_add_entities, lambda node_id: [AvailabilityEvent(hub, node_id)]
+        entry, async_add_entities, lambda node_id: [AvailabilityEvent(data, node_id)]
     )
 
 
@@ -34,17 +34,21 @@ class AvailabilityEvent(HomeSyncNodeEntity, EventEntity):
     _attr_event_types = [kind.value for kind in EventType]
     _requires_online = False
 
-    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Events of one node."""
-        super().__init__(hub, node_id, "availability")
+        super().__init__(data, node_id, "availability")
 
     async def async_added_to_hass(self) -> None:
-        """Receive the node's events from the hub."""
+        """Also hear about the node's events (availability.last_event)."""
         await super().async_added_to_hass()
-        self.async_on_remove(self.hub.async_add_event_listener(self.node_id, self._on_event))
+        self.async_on_remove(
+            self.data.updates.async_listen(self.node_id, KEY_EVENT, self._on_event)
+        )
 
     @callback
-    def _on_event(self, event: TrackerEvent) -> None:
+    def _on_event(self) -> None:
+        if (event := self.data.availability.last_event(self.node_id)) is None:
+            return
         self._trigger_event(event.type.value, {"reason": event.reason})
         self.async_write_ha_state()
 

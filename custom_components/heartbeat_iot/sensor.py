@@ -15,17 +15,15 @@ from homeassistant.components.sensor import (
 )
 from homeassistant.const import PERCENTAGE, EntityCategory
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
-from . import HomeSyncConfigEntry
-from .const import KEY_LAST_SEEN
+from .const import HUB, KEY_LAST_SEEN, KEY_METRIC_ADDED
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
 from .homesync.protocol import METRICS, MetricSpec
 from .homesync.tracker import NodeStatus
-from .hub import HomeSyncHub, signal_new_metric
+from .models import HomeSyncConfigEntry, HomeSyncRuntimeData
 
 # Entities only write state on push; Home Assistant need not serialise updates.
 PARALLEL_UPDATES = 0
@@ -37,29 +35,30 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Create sensors for known metrics now and for new ones as they first report."""
-    hub = entry.runtime_data.hub
+    data = entry.runtime_data
     async_add_entities(
-        MetricSensor(hub, node.node_id, spec)
-        for node in hub.nodes.values()
+        MetricSensor(data, node.node_id, spec)
+        for node in data.nodes.values()
         for spec in node.metrics.values()
     )
 
     @callback
-    def add_metric(node_id: str, key: str) -> None:
-        node = hub.nodes.get(node_id)
+    def metric_added() -> None:
+        if data.nodes.newest_metric is None:
+            return
+        node_id, key = data.nodes.newest_metric
+        node = data.nodes.get(node_id)
         if node is not None and key in node.metrics:
-            async_add_entities([MetricSensor(hub, node_id, node.metrics[key])])
+            async_add_entities([MetricSensor(data, node_id, node.metrics[key])])
 
-    entry.async_on_unload(
-        async_dispatcher_connect(hass, signal_new_metric(entry.entry_id), add_metric)
-    )
+    entry.async_on_unload(data.updates.async_listen(HUB, KEY_METRIC_ADDED, metric_added))
 
     async_add_node_entities(
-        hub,
+        entry,
         async_add_entities,
-        lambda node_id: [HealthSensor(hub, node_id, desc) for desc in HEALTH_SENSORS],
+        lambda node_id: [HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS],
     )
-    async_add_entities(FleetSensor(hub, desc) for desc in FLEET_SENSORS)
+    async_add_entities(FleetSensor(data, desc) for desc in FLEET_SENSORS)
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -71,8 +70,6 @@ class HealthSensorDescription(SensorEntityDescription):
     """A diagnostic sensor computed from the tracker's view of a node."""
 
     value_fn: Callable[[NodeStatus], StateType | datetime]
-    # Listener key whose notifications change the value (besides the node's status).
-    listen_key: str | None = None
 
 
 HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
@@ -85,7 +82,6 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
         # last_seen of its last transition for everyone else.
         entity_registry_enabled_default=False,
         value_fn=lambda status: _timestamp(status.last_seen),
-        listen_key=KEY_LAST_SEEN,
     ),
     HealthSensorDescription(
         key="last_boot",
@@ -122,16 +118,16 @@ class HealthSensor(HomeSyncNodeEntity, SensorEntity):
     _requires_online = False
 
     def __init__(
-        self, hub: HomeSyncHub, node_id: str, description: HealthSensorDescription
+        self, data: HomeSyncRuntimeData, node_id: str, description: HealthSensorDescription
     ) -> None:
-        """One health value of one node."""
-        super().__init__(hub, node_id, description.key)
+        """One health value of one node (its key is also what it listens on)."""
+        super().__init__(data, node_id, description.key)
         self.entity_description = description
 
     @property
     def native_value(self) -> StateType | datetime:
         """Computed from the tracker on each write."""
-        status = self.hub.node_status(self.node_id)
+        status = self.data.availability.status(self.node_id)
         return None if status is None else self.entity_description.value_fn(status)
 
 
@@ -139,7 +135,7 @@ class HealthSensor(HomeSyncNodeEntity, SensorEntity):
 class FleetSensorDescription(SensorEntityDescription):
     """A count or ratio over the home's nodes."""
 
-    value_fn: Callable[[HomeSyncHub], float | int]
+    value_fn: Callable[[HomeSyncRuntimeData], float | int]
 
 
 FLEET_SENSORS: tuple[FleetSensorDescription, ...] = (
@@ -147,13 +143,13 @@ FLEET_SENSORS: tuple[FleetSensorDescription, ...] = (
         key="nodes_online",
         translation_key="nodes_online",
         state_class=SensorStateClass.MEASUREMENT,
-        value_fn=lambda hub: hub.fleet_counts()[0],
+        value_fn=lambda data: data.availability.counts()[0],
     ),
     FleetSensorDescription(
         key="nodes_offline",
         translation_key="nodes_offline",
         state_class=SensorStateClass.MEASUREMENT,
-        value_fn=lambda hub: hub.fleet_counts()[1],
+        value_fn=lambda data: data.availability.counts()[1],
     ),
     FleetSensorDescription(
         key="offline_ratio",
@@ -161,7 +157,7 @@ FLEET_SENSORS: tuple[FleetSensorDescription, ...] = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
-        value_fn=lambda hub: round(hub.offline_ratio(), 2),
+        value_fn=lambda data: round(data.availability.offline_ratio(), 2),
     ),
 )
 
@@ -171,23 +167,23 @@ class FleetSensor(HomeSyncHubEntity, SensorEntity):
 
     entity_description: FleetSensorDescription
 
-    def __init__(self, hub: HomeSyncHub, description: FleetSensorDescription) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, description: FleetSensorDescription) -> None:
         """One fleet number of one home."""
-        super().__init__(hub, description.key)
+        super().__init__(data, description.key)
         self.entity_description = description
 
     @property
     def native_value(self) -> float | int:
         """Computed from the tracker's counters (O(1))."""
-        return self.entity_description.value_fn(self.hub)
+        return self.entity_description.value_fn(self.data)
 
 
 class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
     """One telemetry metric of a node (or its Wi-Fi signal)."""
 
-    def __init__(self, hub: HomeSyncHub, node_id: str, spec: MetricSpec) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str, spec: MetricSpec) -> None:
         """Describe the sensor from the metric catalogue."""
-        super().__init__(hub, node_id, spec.key)
+        super().__init__(data, node_id, spec.key)
         self._attr_native_unit_of_measurement = spec.unit
         if spec.device_class:
             self._attr_device_class = SensorDeviceClass(spec.device_class)
@@ -202,7 +198,7 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
             # Signal strength changes on every report: useful for debugging, noise otherwise.
             self._attr_entity_category = EntityCategory.DIAGNOSTIC
             self._attr_entity_registry_enabled_default = False
-        self._attr_native_value = hub.nodes[node_id].values.get(spec.key)
+        self._attr_native_value = data.nodes[node_id].values.get(spec.key)
 
     async def async_added_to_hass(self) -> None:
         """Restore the last reading so a restart shows a value before the next message."""
@@ -211,8 +207,8 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
             self._attr_native_value = last.native_value
 
     @callback
-    def _handle_hub_update(self) -> None:
-        value = self.hub.nodes[self.node_id].values.get(self.key)
+    def _handle_update(self) -> None:
+        value = self.data.nodes[self.node_id].values.get(self.key)
         if value == self._attr_native_value:
             return  # unchanged readings cost no state write
         self._attr_native_value = value

@@ -17,7 +17,8 @@ import voluptuous as vol
 
 from .const import DOMAIN
 from .control import ACTIONS
-from .hub import HomeSyncHub
+from .device import node_id_for_device
+from .models import HomeSyncRuntimeData
 
 SERVICE_SET_NODE_TIMEOUT = "set_node_timeout"
 SERVICE_SEND_COMMAND = "send_command"
@@ -53,8 +54,8 @@ SEND_COMMAND_SCHEMA = vol.Schema(
 )
 
 
-def resolve_node(hass: HomeAssistant, device_id: str) -> tuple[HomeSyncHub, str]:
-    """The loaded hub and node id behind a device id, or a translated validation error."""
+def resolve_node(hass: HomeAssistant, device_id: str) -> tuple[HomeSyncRuntimeData, str]:
+    """The loaded home and node id behind a device id, or a translated validation error."""
     device = dr.async_get(hass).async_get(device_id)
     if device is None:
         raise ServiceValidationError(
@@ -72,9 +73,9 @@ def resolve_node(hass: HomeAssistant, device_id: str) -> tuple[HomeSyncHub, str]
                 translation_key="entry_not_loaded",
                 translation_placeholders={"title": entry.title},
             )
-        hub: HomeSyncHub = entry.runtime_data.hub
-        if (node_id := hub.node_id_for_device(device)) is not None:
-            return hub, node_id
+        data: HomeSyncRuntimeData = entry.runtime_data
+        if (node_id := node_id_for_device(data.home_id, device)) is not None:
+            return data, node_id
     raise ServiceValidationError(
         translation_domain=DOMAIN,
         translation_key="unknown_device",
@@ -87,17 +88,17 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the integration's service actions."""
 
     async def set_node_timeout(call: ServiceCall) -> None:
-        hub, node_id = resolve_node(hass, call.data[ATTR_DEVICE_ID])
+        data, node_id = resolve_node(hass, call.data[ATTR_DEVICE_ID])
         seconds = call.data[ATTR_TIMEOUT]
-        hub.async_set_timeout_override(node_id, seconds or None)
+        data.availability.async_set_timeout_override(node_id, seconds or None)
 
     hass.services.async_register(
         DOMAIN, SERVICE_SET_NODE_TIMEOUT, set_node_timeout, schema=SET_NODE_TIMEOUT_SCHEMA
     )
 
     async def send_command(call: ServiceCall) -> ServiceResponse:
-        hub, node_id = resolve_node(hass, call.data[ATTR_DEVICE_ID])
-        response = await hub.control.async_request(
+        data, node_id = resolve_node(hass, call.data[ATTR_DEVICE_ID])
+        response = await data.control.async_request(
             node_id,
             call.data[ATTR_COMMAND],
             call.data[ATTR_ACTION],

@@ -1,4 +1,7 @@
-"""Relay and status LED per node: confirmed by the node, never optimistic (DESIGN §4)."""
+"""Relay and status LED per node: confirmed by the node, never optimistic.
+
+See docs/architecture.md §6 (command model).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,13 @@ from typing import Any
 
 from homeassistant.components.switch import SwitchDeviceClass, SwitchEntity
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import HomeSyncConfigEntry
 from .const import KEY_LED, KEY_RELAY
 from .control import LED, RELAY
 from .entity import HomeSyncNodeEntity, async_add_node_entities
-from .homesync.tracker import EventType, TrackerEvent
-from .hub import HomeSyncHub
+from .models import HomeSyncConfigEntry, HomeSyncRuntimeData
 
 # No limit: each call waits for its own node's confirmation (up to timeout × attempts plus
 # backoff), so serialising would let one silent node delay a scene's other relays by ~30 s.
@@ -28,12 +29,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Relay and LED switches for known nodes now and for new nodes on discovery."""
-    hub = entry.runtime_data.hub
+    data = entry.runtime_data
 
     async_add_node_entities(
-        hub,
+        entry,
         async_add_entities,
-        lambda node_id: [RelaySwitch(hub, node_id), LedSwitch(hub, node_id)],
+        lambda node_id: [RelaySwitch(data, node_id), LedSwitch(data, node_id)],
     )
 
 
@@ -47,30 +48,30 @@ class RelaySwitch(HomeSyncNodeEntity, SwitchEntity):
     _attr_device_class = SwitchDeviceClass.OUTLET
     _attr_translation_key = "relay"
 
-    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """The relay of one node."""
-        super().__init__(hub, node_id, KEY_RELAY)
+        super().__init__(data, node_id, KEY_RELAY)
 
     @property
     def is_on(self) -> bool | None:
         """status/relay (retained, so known at start) or the last confirmed command."""
-        state = self.hub.control.relay_state(self.node_id)
+        state = self.data.outputs.relay(self.node_id)
         return None if state is None else state == "on"
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """Switch on; returns once the node confirmed, raises when it did not."""
-        await self.hub.control.async_command(self.node_id, RELAY, "on")
+        await self.data.control.async_command(self.node_id, RELAY, "on")
 
     async def async_turn_off(self, **kwargs: Any) -> None:
         """Switch off; returns once the node confirmed, raises when it did not."""
-        await self.hub.control.async_command(self.node_id, RELAY, "off")
+        await self.data.control.async_command(self.node_id, RELAY, "off")
 
     async def async_toggle(self, **kwargs: Any) -> None:
         """Known state: the explicit opposite (what the user saw). Unknown: the node's toggle."""
         if (on := self.is_on) is None:
-            await self.hub.control.async_command(self.node_id, RELAY, "toggle")
+            await self.data.control.async_command(self.node_id, RELAY, "toggle")
         else:
-            await self.hub.control.async_command(self.node_id, RELAY, "off" if on else "on")
+            await self.data.control.async_command(self.node_id, RELAY, "off" if on else "on")
 
 
 class LedSwitch(HomeSyncNodeEntity, SwitchEntity):
@@ -83,30 +84,20 @@ class LedSwitch(HomeSyncNodeEntity, SwitchEntity):
     _attr_entity_category = EntityCategory.CONFIG
     _attr_translation_key = "led"
 
-    def __init__(self, hub: HomeSyncHub, node_id: str) -> None:
-        """The status LED of one node."""
-        super().__init__(hub, node_id, KEY_LED)
-
-    async def async_added_to_hass(self) -> None:
-        """Also forget the LED mode when the node reboots."""
-        await super().async_added_to_hass()
-        self.async_on_remove(self.hub.async_add_event_listener(self.node_id, self._on_event))
-
-    @callback
-    def _on_event(self, event: TrackerEvent) -> None:
-        if event.type is EventType.REBOOTED:
-            self.hub.control.reset_led(self.node_id)
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
+        """The status LED of one node (unknown again after a reboot: outputs.py)."""
+        super().__init__(data, node_id, KEY_LED)
 
     @property
     def is_on(self) -> bool | None:
         """On while the LED is forced on or blinking."""
-        mode = self.hub.control.led_state(self.node_id)
+        mode = self.data.outputs.led(self.node_id)
         return None if mode is None else mode != "off"
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """LED on; returns once the node confirmed."""
-        await self.hub.control.async_command(self.node_id, LED, "on")
+        await self.data.control.async_command(self.node_id, LED, "on")
 
     async def async_turn_off(self, **kwargs: Any) -> None:
         """LED off; returns once the node confirmed."""
-        await self.hub.control.async_command(self.node_id, LED, "off")
+        await self.data.control.async_command(self.node_id, LED, "off")

@@ -4,7 +4,7 @@ Tasks
   mqtt        connection supervisor (connect, keep-alive, reconnect with backoff)
   measure     reads the meter every ``measure_interval_ms``; after a *healthy* cycle it publishes
               the heartbeat and telemetry, so a dead sensor/app loop stops the heartbeat even
-              while TCP and MQTT keep-alive are fine (DESIGN.md section 2)
+              while TCP and MQTT keep-alive are fine (docs/protocol.md, status/heartbeat)
   commands    handles incoming messages in order; PUBACK only after the reply went out
   io          button (toggle) and LED (blink) at 20 Hz
   ntp         clock sync when Wi-Fi is up
@@ -21,6 +21,7 @@ from homesync import VERSION
 from homesync.clock import Every
 from homesync.mqtt import MQTTClient, tls_context
 from homesync.node import Node
+from homesync.ota import OtaHooks
 
 DEFAULTS = {
     "heartbeat_interval": 30,
@@ -118,6 +119,7 @@ class App:
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
         self._announce_at = None  # ticks when a hub-requested re-announcement is due
+        self.ota = OtaHooks(self)  # firmware updates (homesync/ota.py)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -220,6 +222,7 @@ class App:
             await self.mqtt.subscribe(node.subscriptions())
         node.on_connected()
         await self._announce()
+        await self.ota.on_connected()  # e.g. a pending "rolled back" report
 
     async def _announce(self):
         """Birth, relay, LED, firmware, rssi; each built right before it is queued, so a
@@ -267,7 +270,8 @@ class App:
                 await self._publish(msg)
             await self.mqtt.ack(token)
             if follow is not None and follow[0] == "ota":
-                await self._ota(follow[1])
+                for msg in self.ota.command(follow[1]):  # the update runs as its own task
+                    await self._publish(msg)
             elif follow is not None and follow[0] == "announce":
                 self._schedule_announce()
 
@@ -280,17 +284,6 @@ class App:
         hal = self.hal
         delay_ms = int(float(self.cfg["announce_spread_s"]) * 1000 * hal.random())
         self._announce_at = hal.ticks_add(hal.ticks_ms(), delay_ms)
-
-    async def _ota(self, cmd):
-        hal = self.hal
-        try:
-            ok = hal.ota_update(cmd["url"], cmd["version"], cmd["sha256"])
-        except Exception as err:
-            hal.log("app: ota failed: {}".format(err))
-            ok = False
-        if ok:
-            await self.stop("ota")
-            hal.reset()
 
     async def _measure_loop(self):
         hal = self.hal
@@ -311,8 +304,8 @@ class App:
                 telemetry.set_interval(node.telemetry_interval * 1000)
             if healthy:
                 self.last_progress = hal.ticks_ms()
-                if node.connects and heartbeat.due():
-                    await self._publish(node.heartbeat())
+                if node.connects and heartbeat.due() and await self._publish(node.heartbeat()):
+                    await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)

@@ -320,17 +320,19 @@ class Node:
                 return [], None
             resp = protocol.response(err.request_id, "error", error=err.message, now=self.now())
             self._remember(err.request_id, resp, False)
-            return [self._response(resp)], None
+            return [self._response(resp, name)], None
         rid = cmd["request_id"]
         cached = self._cache.get(rid)
         if cached is not None:
             self.hal.log("node: duplicate request {}, answering from cache".format(rid))
-            return [self._response(cached)], None
+            return [self._response(cached, name)], None
         now = self.now()
         if protocol.is_expired(cmd, now):
             resp = protocol.response(rid, "expired", error="command expired", now=now)
             self._remember(rid, resp, False)
-            return [self._response(resp)], None
+            return [self._response(resp, name)], None
+        if name == "ota":
+            return [], ("ota", cmd)  # homesync.ota answers on response/ota
         return self._execute(cmd, now)
 
     def _execute(self, cmd, now):
@@ -369,19 +371,12 @@ class Node:
             except Exception as err:
                 self.hal.log("node: saving config failed: {}".format(err))
             follow = ("config", values)
-        elif not getattr(self.hal, "ota_supported", False):
-            resp = protocol.response(rid, "error", error="ota not supported by this node", now=now)
-            self._remember(rid, resp, False)
-        else:
-            resp = protocol.response(rid, "success", "accepted", now=now)
-            self._remember(rid, resp, True)
-            self.save_state()
-            follow = ("ota", cmd)
         out.append(self._response(resp))  # after status/relay: confirmed state is already out
         return out, follow
 
-    def _response(self, resp):
-        return self._msg("response", "command", resp, 1, False)
+    def _response(self, resp, name="command"):
+        # OTA answers go to response/ota, every other command's to response/command.
+        return self._msg("response", "ota" if name == "ota" else "command", resp, 1, False)
 
     def _remember(self, rid, resp, persist):
         if rid in self._cache:

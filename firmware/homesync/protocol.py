@@ -1,4 +1,4 @@
-"""HomeSync v1 wire contract, node side (DESIGN.md section 2).
+"""HomeSync v1 wire contract, node side (docs/protocol.md).
 
 Topics are ``homesync/{home_id}/nodes/{node_id}/{category}/{name}``; payloads are UTF-8 JSON
 objects of at most 64 KiB.  This module mirrors the integration's ``protocol.py``: identifier
@@ -361,6 +361,7 @@ def parse_command(name, payload):
         cmd["url"] = obj.get("url")
         cmd["version"] = obj.get("version")
         cmd["sha256"] = obj.get("sha256")
+        cmd["size"] = obj.get("size")
         _check_ota(cmd)
     return cmd
 
@@ -397,6 +398,9 @@ def _check_ota(cmd):
     for ch in digest:
         if ch not in _HEX:
             raise CommandError(rid, "ota sha256 must be 64 hex digits")
+    size = cmd["size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise CommandError(rid, "ota size must be a positive integer")
 
 
 def is_expired(cmd, now):

@@ -8,7 +8,15 @@ line ``N passed, N failed``; the exit status is 1 when anything failed.
 
 import sys
 
-MODULES = ("test_clock", "test_protocol", "test_cse7766", "test_node", "test_mqtt", "test_app")
+MODULES = (
+    "test_clock",
+    "test_protocol",
+    "test_cse7766",
+    "test_node",
+    "test_mqtt",
+    "test_app",
+    "test_ota",
+)
 
 
 def _dirname(path):

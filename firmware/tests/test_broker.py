@@ -372,31 +372,6 @@ def test_garbage_commands_get_errors_and_node_keeps_working(node_factory, peer_f
     assert node.proc.poll() is None
 
 
-def test_simulated_ota_reboots_into_new_version(node_factory, peer_factory):
-    peer = peer_factory("n1")
-    node = node_factory("n1").start()
-    peer.wait_for("status/heartbeat")
-    t0 = time.monotonic()
-    peer.command(
-        "ota",
-        "update",
-        "ota-1",
-        url="https://example.invalid/fw",
-        version="0.2.0",
-        sha256="ab" * 32,
-    )
-    resp = peer.wait_for("response/command", lambda p: p["request_id"] == "ota-1")[2]
-    assert resp["status"] == "success"
-    assert resp["result"] == "accepted"
-    down = peer.wait_for("status/online", lambda p: p["online"] is False, since=t0)
-    assert down[2]["reason"] == "shutdown"  # graceful before the reset
-    birth = peer.wait_for("status/online", lambda p: p["online"] is True, since=t0)
-    assert birth[2]["firmware"] == "0.2.0"
-    assert birth[2]["reason"] == "boot"
-    assert peer.wait_for("status/firmware", lambda p: p["version"] == "0.2.0", since=t0)
-    node.wait_log("sim: reset (reset)")
-
-
 def test_hub_announcement_gets_birth_and_state_again(node_factory, peer_factory):
     """Retained state is an optimisation: a hub that (re)starts asks and gets it live."""
     peer = peer_factory("n1")

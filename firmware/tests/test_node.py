@@ -216,14 +216,24 @@ def test_config_command_applies_and_persists():
     assert parsed(node.heartbeat())[1]["interval"] == 5
 
 
-def test_ota_unsupported_answers_error():
+def test_ota_is_handed_to_the_ota_agent_and_answered_on_response_ota():
+    # The update itself runs in homesync/ota.py (test_ota.py); the node only validates it.
     node, _ = make()
-    topic, payload = cmd(
-        "ota", "update", "o1", url="https://example.invalid/x", version="2.0.0", sha256="00" * 32
-    )
+    body = {"url": "http://127.0.0.1:1/fw", "version": "2.0.0", "sha256": "00" * 32, "size": 9}
+    topic, payload = cmd("ota", "update", "o1", **body)
+    out, follow = node.handle(topic, payload)
+    assert out == []
+    assert follow[0] == "ota"
+    assert follow[1]["size"] == 9
+    topic, payload = cmd("ota", "update", "o2", url="ftp://x", version="2", sha256="0" * 64)
     out, follow = node.handle(topic, payload)
     assert follow is None
-    assert by_topic(out)["response/command"][0]["status"] == "error"
+    assert by_topic(out)["response/ota"][0]["status"] == "error"
+    stale = protocol.iso_utc(UNIX_NOW - 120)
+    topic, payload = cmd("ota", "update", "o3", timestamp=stale, ttl=60, **body)
+    out, follow = node.handle(topic, payload)
+    assert follow is None
+    assert by_topic(out)["response/ota"][0]["status"] == "expired"
 
 
 def test_heartbeat_sequence_starts_at_zero():

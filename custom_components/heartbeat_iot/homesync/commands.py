@@ -1,4 +1,5 @@
-"""Confirmed node commands and the offline intent queue (DESIGN.md §2 "Delivery rules", §4).
+"""Confirmed node commands and the offline intent queue (docs/protocol.md "Delivery rules",
+docs/architecture.md §6).
 
 Pure module: no Home Assistant import. Publishing and the wall clock are injected; waiting uses
 asyncio loop timers only, so Home Assistant's tests can drive it with `async_fire_time_changed`.
@@ -18,6 +19,7 @@ import math
 from typing import Any, Final
 import uuid
 
+from .clock import Clock
 from .protocol import (
     MAX_COMMAND_BYTES,
     MAX_COMMAND_TTL,
@@ -32,8 +34,6 @@ _LOGGER = logging.getLogger(__name__)
 
 type Publish = Callable[[str, str], Awaitable[None]]
 """Send (topic, JSON payload); the glue publishes with QoS 1, never retained."""
-type Clock = Callable[[], float]
-"""Wall-clock UNIX seconds."""
 
 # Keys the manager owns in a command payload. `ttl` is deliberately not among them: a caller
 # may pass its own (an OTA download can legitimately need longer than a relay toggle).
@@ -161,7 +161,7 @@ def _check_timing(timeout: float, retries: int) -> None:
 
 
 def _iso_utc(ts: float) -> str:
-    """DESIGN §2 timestamp format; whole seconds keep MicroPython parsing trivial."""
+    """docs/protocol.md timestamp format; whole seconds keep MicroPython parsing trivial."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -274,12 +274,6 @@ class CommandManager:
         """
         check_ttl(params)
         _check_size(self._payload(action, _REQUEST_ID_PLACEHOLDER, self._clock(), params))
-
-    def configure(self, *, timeout: float, retries: int) -> None:
-        """Apply new defaults (options flow); commands already in flight keep theirs."""
-        _check_timing(timeout, retries)
-        self._timeout = timeout
-        self._retries = retries
 
     async def send(
         self,
@@ -545,7 +539,10 @@ def _intent_from(data: Any) -> QueuedIntent | None:
 
 
 class IntentQueue:
-    """Last intent per (node, command) wins; intents expire after a TTL (DESIGN §4)."""
+    """Last intent per (node, command) wins; intents expire after a TTL.
+
+    See docs/architecture.md §6 (offline queue).
+    """
 
     def __init__(self, *, clock: Clock, default_ttl: float = 3600.0) -> None:
         """Create an empty queue."""

@@ -1,8 +1,8 @@
 """HomeSync MQTT protocol v1: topics, payload schemas and the metric catalogue.
 
 Pure module (no Home Assistant import) so it can be tested and reused on its own.
-DESIGN.md §2 is the contract this mirrors; the firmware has its own copy in
-firmware/homesync/protocol.py.
+docs/protocol.md is the written contract; the firmware's side is firmware/homesync/protocol.py
+and tests/test_protocol_contract.py checks that both agree.
 """
 
 from __future__ import annotations
@@ -33,8 +33,20 @@ except ImportError:  # pragma: no cover - orjson ships with Home Assistant
 
 ROOT: Final = "homesync"
 NODES: Final = "nodes"
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_PAYLOAD_BYTES: Final = 64 * 1024  # node -> HA payloads
+# A command payload (the JSON bytes) is at most this long (docs/protocol.md "Size limits").
+MAX_COMMAND_BYTES: Final = 4096
+MAX_REQUEST_ID: Final = 64
 MIN_QUALITY: Final = 50
+
+# Every command a node understands, with its actions (HA lets users send all but ota).
+COMMAND_ACTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "relay": ("on", "off", "toggle"),
+    "led": ("on", "off", "blink"),
+    "config": ("set",),
+    "ota": ("update",),
+}
+RESPONSE_STATUSES: Final = ("success", "error", "expired")
 
 # Bounds of every number a node may send (docs/protocol.md "Limits"): anything outside is
 # rejected like a malformed payload, so nothing derived from it (last boot = now - uptime,
@@ -43,9 +55,6 @@ MAX_UPTIME: Final = 10 * 366 * 86400  # seconds: ten years of uptime
 MAX_SEQ: Final = 2**53 - 1  # the largest integer every JSON implementation keeps exact
 MAX_INTERVAL: Final = 86400  # seconds between heartbeats
 MAX_READING: Final = 1e15  # |value| of a reading (telemetry, rssi) in the payload's unit
-# A command payload (the JSON bytes) is at most this long: the firmware's limit, defined in
-# firmware/homesync/protocol.py too (a contract test compares them; docs/protocol.md).
-MAX_COMMAND_BYTES: Final = 4096
 # A command's `ttl` (seconds after its timestamp during which a node may still execute it).
 MIN_COMMAND_TTL: Final = 1
 MAX_COMMAND_TTL: Final = 86400
@@ -247,11 +256,11 @@ HEARTBEAT_SCHEMA: Final = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
-REQUEST_ID: Final = vol.All(str, vol.Length(min=1, max=64))
+REQUEST_ID: Final = vol.All(str, vol.Length(min=1, max=MAX_REQUEST_ID))
 RESPONSE_SCHEMA: Final = vol.Schema(
     {
         vol.Required("request_id"): REQUEST_ID,
-        vol.Required("status"): vol.In(["success", "error", "expired"]),
+        vol.Required("status"): vol.In(RESPONSE_STATUSES),
         vol.Optional("result"): vol.Any(None, _TEXT),
         vol.Optional("error"): vol.Any(None, _TEXT),
         **_OPTIONAL_COMMON,

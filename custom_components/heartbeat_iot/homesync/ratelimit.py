@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import logging
 import time
+
+from .clock import Clock
 
 DEFAULT_INTERVAL = 60.0
 
@@ -21,7 +22,7 @@ class RateLimitedLogger:
         logger: logging.Logger,
         *,
         interval: float = DEFAULT_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         """Wrap a logger."""
         self._logger = logger

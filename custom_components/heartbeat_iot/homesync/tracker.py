@@ -1,4 +1,4 @@
-"""Heartbeat-based availability of HomeSync nodes (DESIGN §3), free of Home Assistant.
+"""Heartbeat-based availability of HomeSync nodes (docs/architecture.md §5), free of Home Assistant.
 
 The tracker owns, per node, ``last_seen``, ``state`` and ``reason`` and decides availability from
 application messages: every non-retained message is proof of life, the LWT / ``online: false`` is a
@@ -8,7 +8,7 @@ an injected wall clock so tests (and HA restarts, via :meth:`HeartbeatTracker.ex
 
 Every public call returns an :class:`Outcome`: the nodes whose user-visible status changed and the
 bus events to fire. ``last_seen`` alone is deliberately not a user-visible change: it moves with
-every message, and writing entity states per heartbeat is what DESIGN §3 forbids.
+every message, and writing entity states per heartbeat is what docs/architecture.md §5 forbids.
 
 Scheduling invariant (the reason this scales to many nodes at O(1) per message):
 there is ONE min-heap of ``(due_time, node_id)`` entries, and for every node with work pending
@@ -23,15 +23,14 @@ forgotten) are stale and dropped when popped. A push happens only when a due tim
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 import heapq
 import math
 from typing import Any, TypeIs
 
-type Clock = Callable[[], float]
-"""Wall-clock UNIX seconds (HA passes ``dt_util.utcnow().timestamp()``)."""
+from .clock import Clock
 
 REASON_HEARTBEAT = "heartbeat"
 REASON_MESSAGE = "message"
@@ -335,7 +334,7 @@ class HeartbeatTracker:
         return out
 
     def set_broker_connected(self, connected: bool) -> Outcome:
-        """HA's own MQTT link went down / came back (DESIGN §3 rule 5).
+        """HA's own MQTT link went down / came back (docs/architecture.md, availability rule 5).
 
         Down: silence is suspended (tick does nothing). Up: every deadline restarts at
         ``now + timeout`` (grace), and link windows restart (heartbeats lost while we were
@@ -373,28 +372,6 @@ class HeartbeatTracker:
             self._schedule(node)
         return out
 
-    def update_settings(self, settings: TrackerSettings) -> Outcome:
-        """Replace the settings; timeouts, deadlines and windows follow."""
-        out = Outcome()
-        old = self._settings
-        if settings == old:
-            return out
-        timeouts = {node_id: self._timeout(node) for node_id, node in self._nodes.items()}
-        self._settings = settings
-        for node_id, node in self._nodes.items():
-            if self._timeout(node) != timeouts[node_id] or (
-                node.interval is None and settings.default_interval != old.default_interval
-            ):
-                out.changed.add(node_id)
-            if settings.flap_transitions != old.flap_transitions:
-                node.flaps = deque(node.flaps, maxlen=settings.flap_transitions)
-            if settings.link_window != old.link_window:
-                if node.link_quality(old.link_window) is not None:
-                    out.changed.add(node_id)
-                node.reset_link()
-            self._schedule(node)
-        return out
-
     def forget(self, node_id: str) -> None:
         """Drop a node (device removed in the UI). Its heap entry turns stale."""
         self._pending_overrides.pop(node_id, None)
@@ -424,7 +401,9 @@ class HeartbeatTracker:
         }
 
     def restore(self, data: Mapping[str, Mapping[str, Any]]) -> Outcome:
-        """Load :meth:`export` output after an HA restart (DESIGN §3 rule 6). Fires no events.
+        """Load :meth:`export` output after an HA restart. Fires no events.
+
+        See docs/architecture.md, availability rule 6.
 
         A node persisted online is online again, with its remaining deadline, if
         ``last_seen + timeout > now``; otherwise offline with reason ``timeout``. A node persisted
@@ -544,7 +523,7 @@ class HeartbeatTracker:
     def _transition(
         self, node: _Node, state: Availability, reason: str, now: float, out: Outcome
     ) -> None:
-        """Online <-> offline, with flap damping (DESIGN §3 rule 7)."""
+        """Online <-> offline, with flap damping (docs/architecture.md, availability rule 7)."""
         self._count(node.state, -1)
         node.state = state
         node.reason = reason
@@ -623,7 +602,7 @@ class HeartbeatTracker:
         return max(settings.min_timeout, settings.multiplier * self._interval(node))
 
     def _silence_deadline(self, node: _Node) -> float | None:
-        """Online until ``now > deadline`` (DESIGN §3 rule 4), grace after a reconnect."""
+        """Online until ``now > deadline``, grace after a reconnect (availability rule 4)."""
         if node.state is not Availability.ONLINE or node.last_seen is None:
             return None
         return max(node.last_seen, self._grace_from) + self._timeout(node)

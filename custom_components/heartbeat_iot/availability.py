@@ -1,0 +1,295 @@
+"""Availability glue: the HeartbeatTracker of one home, its single timer, logs and events.
+
+`homesync/tracker.py` decides (pure, clock injected); this module feeds it the messages the hub
+routes and HA's MQTT connection state, keeps ONE timer at the tracker's earliest deadline, logs
+transitions once, fires the bus events automations use, and notifies entities through
+`updates.Updates`. See docs/architecture.md (availability model, lazy-heap invariant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+import logging
+import math
+from typing import Any
+
+from homeassistant.components import mqtt
+from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
+from homeassistant.helpers.event import async_track_point_in_utc_time
+from homeassistant.util import dt as dt_util
+
+from .const import DOMAIN, HUB, KEY_EVENT, KEY_STATUS
+from .homesync.clock import Clock
+from .homesync.protocol import Category, Topic
+from .homesync.tracker import (
+    Availability,
+    EventType,
+    HeartbeatTracker,
+    NodeStatus,
+    Outcome,
+    TrackerEvent,
+    TrackerSettings,
+)
+from .updates import Updates
+
+_LOGGER = logging.getLogger(__package__)
+
+# Seconds between the points the deadline timer may fire at (see _schedule_timer).
+TIMER_GRID = 0.5
+
+
+def event_type(kind: str) -> str:
+    """Bus event type for a node event kind (online, offline, rebooted, flapping)."""
+    return f"{DOMAIN}_node_{kind}"
+
+
+class AvailabilityMonitor:
+    """Who is online in one home, and telling everyone when that changes."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        *,
+        home_id: str,
+        settings: TrackerSettings,
+        clock: Clock,
+        updates: Updates,
+        is_known: Callable[[str], bool],
+        device_id: Callable[[str], str | None],
+        on_online: Callable[[str], None],
+        on_rebooted: Callable[[str], None],
+        schedule_save: Callable[[], None],
+    ) -> None:
+        """Bind to a home; `on_online` sends the offline queue, `on_rebooted` resets outputs."""
+        self.hass = hass
+        self._home_id = home_id
+        self._updates = updates
+        self._is_known = is_known
+        self._device_id = device_id
+        self._on_online = on_online
+        self._on_rebooted = on_rebooted
+        self._schedule_save = schedule_save
+        self.tracker = HeartbeatTracker(settings, clock)
+        # The state last logged per node: one line when it goes offline, one when it is back.
+        self._logged: dict[str, Availability] = {}
+        self._last_event: dict[str, TrackerEvent] = {}
+        self._unsubscribe: CALLBACK_TYPE | None = None
+        self._timer: CALLBACK_TYPE | None = None
+        self._timer_due: float | None = None
+        self._timer_job = HassJob(self._async_on_timer, f"{DOMAIN} deadlines {home_id}")
+
+    # --- what entities read ---------------------------------------------------------------
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether Home Assistant's own MQTT link is up (else we cannot know anything)."""
+        return self.tracker.broker_connected
+
+    def status(self, node_id: str) -> NodeStatus | None:
+        """The tracker's view of a node."""
+        return self.tracker.status(node_id)
+
+    def node_online(self, node_id: str) -> bool:
+        """True when the broker is up and the node is online: telemetry/relay are trustworthy."""
+        status = self.tracker.status(node_id)
+        return self.broker_connected and status is not None and status.state is Availability.ONLINE
+
+    def counts(self) -> tuple[int, int]:
+        """(online, offline) nodes of this home."""
+        return self.tracker.counts()
+
+    def offline_ratio(self) -> float:
+        """Offline nodes as a percentage of all nodes (0 for an empty home)."""
+        online, offline = self.tracker.counts()
+        total = online + offline
+        return 100.0 * offline / total if total else 0.0
+
+    def last_event(self, node_id: str) -> TrackerEvent | None:
+        """The node's latest event (what a (node, KEY_EVENT) notification announces)."""
+        return self._last_event.get(node_id)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @callback
+    def async_start(self) -> None:
+        """Take the broker state, follow it, arm the timer."""
+        # Broker state first: a restart while the broker is unreachable must not expire anyone.
+        self.tracker.set_broker_connected(mqtt.is_connected(self.hass))
+        self._unsubscribe = mqtt.async_subscribe_connection_status(
+            self.hass, self._async_on_connection
+        )
+        self._schedule_timer()
+
+    @callback
+    def async_stop(self) -> None:
+        """Stop following the broker; cancel the timer."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._cancel_timer()
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    @callback
+    def _async_on_connection(self, connected: bool) -> None:
+        """Home Assistant's MQTT link went up or down: every entity's availability changes."""
+        if connected == self.tracker.broker_connected:
+            return
+        _LOGGER.info(
+            "MQTT broker %s: HomeSync nodes of %s are %s",
+            "connected" if connected else "disconnected",
+            self._home_id,
+            "tracked again after a grace period" if connected else "unavailable until it returns",
+        )
+        # The tracker reports every node as changed; the fleet entities are told even when
+        # the home has no node yet.
+        self._apply(self.tracker.set_broker_connected(connected))
+        self._updates.async_notify(HUB, KEY_STATUS)
+
+    @callback
+    def async_on_message(self, topic: Topic, data: dict[str, Any], *, retained: bool) -> None:
+        """A validated message of a known node: online/heartbeat carry more than liveness."""
+        node_id = topic.node_id
+        if topic.category is Category.STATUS and topic.name == "online":
+            outcome = self.tracker.on_online_status(
+                node_id,
+                data["online"],
+                reason=data.get("reason", ""),
+                uptime=data.get("uptime"),
+                retained=retained,
+            )
+        elif topic.category is Category.STATUS and topic.name == "heartbeat":
+            outcome = self.tracker.on_heartbeat(
+                node_id,
+                seq=data["seq"],
+                uptime=data["uptime"],
+                interval=data.get("interval"),
+                retained=retained,
+            )
+        else:
+            outcome = self.tracker.on_message(node_id, retained=retained)
+        self._apply(outcome)
+
+    @callback
+    def async_set_timeout_override(self, node_id: str, seconds: float | None) -> None:
+        """Per-node silence timeout (None: back to the computed one)."""
+        self._apply(self.tracker.set_timeout_override(node_id, seconds))
+
+    # --- outputs --------------------------------------------------------------------------
+
+    @callback
+    def _apply(self, outcome: Outcome) -> None:
+        """Write what the tracker says changed, fire its events, re-arm the deadline timer."""
+        if outcome.changed:
+            for node_id in outcome.changed:
+                came_online = self._log_transition(node_id)
+                self._updates.async_notify(node_id, KEY_STATUS)
+                if came_online:
+                    self._on_online(node_id)
+            self._updates.async_notify(HUB, KEY_STATUS)
+            self._schedule_save()
+        for event in outcome.events:
+            self._fire(event)
+        self._schedule_timer()
+
+    def _log_transition(self, node_id: str) -> bool:
+        """Log once when a node becomes unavailable and once when it is back.
+
+        Returns True when the node just became online (the offline queue is sent then).
+        """
+        status = self.tracker.status(node_id)
+        logged = self._logged.get(node_id)
+        if not self._is_known(node_id) or status is None or logged is status.state:
+            return False
+        if status.state is Availability.OFFLINE and logged is not None:
+            _LOGGER.info(
+                "HomeSync node %s/%s is offline (%s)", self._home_id, node_id, status.reason
+            )
+        elif status.state is Availability.ONLINE and logged is Availability.OFFLINE:
+            _LOGGER.info("HomeSync node %s/%s is back online", self._home_id, node_id)
+        self._logged[node_id] = status.state
+        return status.state is Availability.ONLINE
+
+    def _fire(self, event: TrackerEvent) -> None:
+        """Bus event (automations, device triggers), then the node's event entity, outputs."""
+        self.hass.bus.async_fire(
+            event_type(event.type),
+            {
+                "device_id": self._device_id(event.node_id),
+                "home_id": self._home_id,
+                "node_id": event.node_id,
+                "reason": event.reason,
+            },
+        )
+        self._last_event[event.node_id] = event
+        self._updates.async_notify(event.node_id, KEY_EVENT)
+        if event.type is EventType.REBOOTED:
+            self._on_rebooted(event.node_id)
+
+    # --- the one timer --------------------------------------------------------------------
+
+    def _schedule_timer(self) -> None:
+        """Keep ONE timer armed at the tracker's earliest deadline (docs/architecture.md).
+
+        The timer fires on a 0.5 s grid: the lazy heap holds one entry per node that comes
+        due about once per timeout, so arming at each exact entry would wake N/timeout times
+        per second (85/s for 10 000 nodes, see benchmarks/). On the grid it wakes at most
+        twice a second and every entry due by then is handled in one go; detection stays
+        within timeout + 0.5 s. The grid point is also strictly after the deadline, which
+        silence needs (`now > deadline`) despite datetimes' microsecond resolution.
+        """
+        due = self.tracker.next_deadline()
+        if due is None:
+            self._cancel_timer()
+            return
+        fire_at = (math.floor(due / TIMER_GRID) + 1) * TIMER_GRID
+        if self._timer_due is not None and self._timer_due <= fire_at:
+            return  # already armed early enough; the tracker re-checks lazily
+        self._cancel_timer()
+        self._timer_due = fire_at
+        self._timer = async_track_point_in_utc_time(
+            self.hass, self._timer_job, dt_util.utc_from_timestamp(fire_at)
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer()
+        self._timer = None
+        self._timer_due = None
+
+    @callback
+    def _async_on_timer(self, _now: datetime) -> None:
+        self._timer = None
+        self._timer_due = None
+        self._apply(self.tracker.tick())
+
+    # --- node removal and persistence -----------------------------------------------------
+
+    @callback
+    def async_forget(self, node_id: str) -> None:
+        """The node was removed: stop tracking it; the fleet numbers change."""
+        self.tracker.forget(node_id)
+        self._logged.pop(node_id, None)
+        self._last_event.pop(node_id, None)
+        self._schedule_timer()
+        self._updates.async_notify(HUB, KEY_STATUS)
+
+    def restore(self, tracked: Any, known: Iterable[str], restored: Iterable[str]) -> None:
+        """Availability from storage, for the stored nodes only (no events, no logs).
+
+        A recent last_seen restores the node online with its remaining deadline; a node
+        stored before the tracker existed is known but not seen yet.
+        """
+        if isinstance(tracked, dict):
+            keep = set(known)
+            self.tracker.restore({k: v for k, v in tracked.items() if k in keep})
+        for node_id in restored:
+            if (status := self.tracker.status(node_id)) is not None:
+                self._logged[node_id] = status.state
+            else:
+                self.tracker.on_message(node_id, retained=True)
+
+    def export(self) -> dict[str, Any]:
+        """JSON-able tracker state."""
+        return self.tracker.export()

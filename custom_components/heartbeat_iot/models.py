@@ -1,0 +1,201 @@
+"""Typed entry, runtime data and options of one home; the clock; how the parts are put together.
+
+`HomeSyncOptions` is parsed once from entry.options at setup (an options change reloads the
+entry, so nothing re-reads options later). `HomeSyncRuntimeData` holds the parts of one home,
+each with one job; `async_build` wires them with narrow callables so no part imports another's
+owner. See docs/architecture.md (module map).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.util import dt as dt_util
+
+from .availability import AvailabilityMonitor
+from .const import (
+    CONF_COMMAND_RETRIES,
+    CONF_COMMAND_TIMEOUT,
+    CONF_FLAP_TRANSITIONS,
+    CONF_FLAP_WINDOW,
+    CONF_HEARTBEAT_INTERVAL,
+    CONF_HOME_ID,
+    CONF_MAX_NODES,
+    CONF_MIN_TIMEOUT,
+    CONF_OFFLINE_RATIO,
+    CONF_TIMEOUT_MULTIPLIER,
+    DEFAULT_OPTIONS,
+)
+from .control import NodeControl
+from .homesync.tracker import TrackerSettings
+from .hub import HomeSyncHub
+from .nodes import NodeRegistry
+from .outputs import NodeOutputs
+from .storage import NodeStorage, collect, restore
+from .updates import Updates
+
+
+def now() -> float:
+    """The integration's one wall clock, UNIX seconds (HA's, so tests' freezer moves it)."""
+    return dt_util.utcnow().timestamp()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HomeSyncOptions:
+    """The entry options, typed; defaults for anything missing."""
+
+    max_nodes: int
+    heartbeat_interval: float
+    timeout_multiplier: float
+    min_timeout: float
+    flap_transitions: int
+    flap_window: float
+    offline_ratio_threshold: float
+    command_timeout: float
+    command_retries: int
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        """Parse entry.options (the options flow already validated the ranges)."""
+        merged = {**DEFAULT_OPTIONS, **options}
+        return cls(
+            max_nodes=int(merged[CONF_MAX_NODES]),
+            heartbeat_interval=float(merged[CONF_HEARTBEAT_INTERVAL]),
+            timeout_multiplier=float(merged[CONF_TIMEOUT_MULTIPLIER]),
+            min_timeout=float(merged[CONF_MIN_TIMEOUT]),
+            flap_transitions=int(merged[CONF_FLAP_TRANSITIONS]),
+            flap_window=float(merged[CONF_FLAP_WINDOW]),
+            offline_ratio_threshold=float(merged[CONF_OFFLINE_RATIO]),
+            command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
+            command_retries=int(merged[CONF_COMMAND_RETRIES]),
+        )
+
+    @property
+    def tracker_settings(self) -> TrackerSettings:
+        """What the heartbeat tracker needs of the options."""
+        return TrackerSettings(
+            default_interval=self.heartbeat_interval,
+            multiplier=self.timeout_multiplier,
+            min_timeout=self.min_timeout,
+            flap_transitions=self.flap_transitions,
+            flap_window=self.flap_window,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class HomeSyncRuntimeData:
+    """The parts of one home (entry.runtime_data); each owns one job."""
+
+    home_id: str
+    options: HomeSyncOptions
+    updates: Updates  # the one way entities hear about changes
+    nodes: NodeRegistry  # discovery, cap, devices, metrics, firmware
+    outputs: NodeOutputs  # relay and LED state
+    availability: AvailabilityMonitor  # tracker, its timer, transition logs, node events
+    control: NodeControl  # commands, confirmations, offline queue
+    storage: NodeStorage  # the Store of the home
+    hub: HomeSyncHub  # subscription and routing
+
+    async def async_start(self) -> None:
+        """Restore known nodes, then subscribe (so entities exist before any message)."""
+        restore(await self.storage.async_load(), self.nodes, self.availability, self.control)
+        self.nodes.async_register_devices()
+        self.availability.async_start()
+        await self.hub.async_start()
+
+    async def async_stop(self) -> None:
+        """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
+        self.hub.async_stop()
+        self.availability.async_stop()
+        self.control.stop()
+        await self.storage.async_save()
+
+    @callback
+    def async_forget_node(self, node_id: str) -> None:
+        """Drop a node (its device was removed in the UI); it returns on its next message."""
+        if not self.nodes.async_forget(node_id):
+            return
+        self.availability.async_forget(node_id)
+        self.outputs.forget(node_id)
+        self.control.forget(node_id)
+        self.storage.schedule_save()
+
+
+type HomeSyncConfigEntry = ConfigEntry[HomeSyncRuntimeData]
+
+
+def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeSyncRuntimeData:
+    """Create the parts of one home and wire them together (nothing starts yet)."""
+    home_id: str = entry.data[CONF_HOME_ID]
+    options = HomeSyncOptions.from_options(entry.options)
+    updates = Updates()
+
+    # The parts reference each other through these late-bound callables only.
+    def collect_all() -> dict[str, Any]:
+        return collect(nodes, availability, control)
+
+    def spawn(coro: Coroutine[Any, Any, None], name: str) -> object:
+        # eager_start=False: never run inside the hub's message handling.
+        return entry.async_create_background_task(hass, coro, name, eager_start=False)
+
+    storage = NodeStorage(hass, entry.entry_id, collect_all)
+    nodes = NodeRegistry(
+        hass,
+        entry_id=entry.entry_id,
+        home_id=home_id,
+        max_nodes=options.max_nodes,
+        updates=updates,
+        schedule_save=storage.schedule_save,
+    )
+    outputs = NodeOutputs(updates, is_known=nodes.__contains__)
+    availability = AvailabilityMonitor(
+        hass,
+        home_id=home_id,
+        settings=options.tracker_settings,
+        clock=now,
+        updates=updates,
+        is_known=nodes.__contains__,
+        device_id=nodes.device_id,
+        on_online=lambda node_id: control.node_online(node_id),
+        on_rebooted=outputs.async_rebooted,
+        schedule_save=storage.schedule_save,
+    )
+    control = NodeControl(
+        hass,
+        home_id=home_id,
+        timeout=options.command_timeout,
+        retries=options.command_retries,
+        clock=now,
+        updates=updates,
+        outputs=outputs,
+        is_online=availability.node_online,
+        node_name=nodes.node_name,
+        device_id=nodes.device_id,
+        schedule_save=storage.schedule_save,
+        spawn=spawn,
+    )
+    hub = HomeSyncHub(
+        hass,
+        home_id=home_id,
+        updates=updates,
+        nodes=nodes,
+        availability=availability,
+        outputs=outputs,
+        control=control,
+        schedule_save=storage.schedule_save,
+    )
+    return HomeSyncRuntimeData(
+        home_id=home_id,
+        options=options,
+        updates=updates,
+        nodes=nodes,
+        outputs=outputs,
+        availability=availability,
+        control=control,
+        storage=storage,
+        hub=hub,
+    )

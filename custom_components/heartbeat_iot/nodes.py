@@ -1,0 +1,228 @@
+"""The node registry of one home: discovery under the node cap, devices, telemetry values.
+
+A node exists from its first valid message (or from storage) until its device is removed. The
+registry owns what is known about it besides availability and outputs: its metrics and their
+last values, its firmware, and its device in Home Assistant's device registry. Over the cap
+(`max_nodes` option) a node is ignored with a rate-limited warning and one repair issue.
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+import logging
+from typing import Any
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
+
+from .const import (
+    DOMAIN,
+    HUB,
+    ISSUE_MAX_NODES,
+    KEY_FIRMWARE,
+    KEY_METRIC_ADDED,
+    KEY_NODE_ADDED,
+)
+from .device import hub_device_info, node_device_info
+from .homesync.protocol import MIN_QUALITY, MetricSpec, metric_spec, normalize_value
+from .homesync.ratelimit import RateLimitedLogger
+from .updates import Updates
+
+_LOGGER = logging.getLogger(__package__)
+
+
+@dataclass(slots=True)
+class NodeData:
+    """What is known about one node besides availability and outputs."""
+
+    node_id: str
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    firmware: str | None = None
+    device_id: str | None = None
+
+
+class NodeRegistry(Mapping[str, NodeData]):
+    """The discovered nodes of one home, by node id."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        *,
+        entry_id: str,
+        home_id: str,
+        max_nodes: int,
+        updates: Updates,
+        schedule_save: Callable[[], None],
+    ) -> None:
+        """An empty registry; `restore` and `async_discover` fill it."""
+        self.hass = hass
+        self._entry_id = entry_id
+        self._home_id = home_id
+        self._max_nodes = max_nodes
+        self._updates = updates
+        self._schedule_save = schedule_save
+        self._nodes: dict[str, NodeData] = {}
+        self._warn = RateLimitedLogger(_LOGGER)
+        self._cap_reported = False
+        # What the last (HUB, KEY_NODE_ADDED) / (HUB, KEY_METRIC_ADDED) notification announced.
+        self.newest_node: str | None = None
+        self.newest_metric: tuple[str, str] | None = None
+
+    def __getitem__(self, node_id: str) -> NodeData:
+        """The node with this id (KeyError when unknown)."""
+        return self._nodes[node_id]
+
+    def __iter__(self) -> Iterator[str]:
+        """Node ids in discovery order."""
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        """How many nodes the home has."""
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        """Whether the node is known (O(1); the hot path asks per message)."""
+        return node_id in self._nodes
+
+    # --- devices --------------------------------------------------------------------------
+
+    def async_register_devices(self) -> None:
+        """Create (or refresh) the hub device and the device of every known node."""
+        dr.async_get(self.hass).async_get_or_create(
+            config_entry_id=self._entry_id, **hub_device_info(self._home_id)
+        )
+        for node in self._nodes.values():
+            self._register_device(node)
+
+    def _register_device(self, node: NodeData) -> None:
+        info = node_device_info(self._home_id, node.node_id)
+        if node.firmware is not None:
+            info["sw_version"] = node.firmware
+        device = dr.async_get(self.hass).async_get_or_create(config_entry_id=self._entry_id, **info)
+        node.device_id = device.id
+
+    def device_id(self, node_id: str) -> str | None:
+        """The node's device id (None for an unknown node)."""
+        node = self._nodes.get(node_id)
+        return None if node is None else node.device_id
+
+    def node_name(self, node_id: str) -> str:
+        """The node's name as the user sees it (their device name, else the node id)."""
+        node = self._nodes.get(node_id)
+        if node is not None and node.device_id is not None:
+            device = dr.async_get(self.hass).async_get(node.device_id)
+            if device is not None:
+                return device.name_by_user or device.name or node_id
+        return node_id
+
+    # --- discovery ------------------------------------------------------------------------
+
+    @callback
+    def async_discover(self, node_id: str) -> NodeData | None:
+        """The node, discovering it on its first message (None when over the cap)."""
+        if (node := self._nodes.get(node_id)) is not None:
+            return node
+        if len(self._nodes) >= self._max_nodes:
+            self._report_cap(node_id)
+            return None
+        node = NodeData(node_id)
+        self._nodes[node_id] = node
+        self._register_device(node)
+        self._schedule_save()
+        _LOGGER.info("Discovered HomeSync node %s in home %s", node_id, self._home_id)
+        self.newest_node = node_id
+        self._updates.async_notify(HUB, KEY_NODE_ADDED)
+        return node
+
+    def _report_cap(self, node_id: str) -> None:
+        self._warn.warning(
+            "max_nodes",
+            "Home %s already has %d nodes (the configured maximum); ignoring node %s",
+            self._home_id,
+            self._max_nodes,
+            node_id,
+        )
+        if self._cap_reported:
+            return
+        self._cap_reported = True
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{ISSUE_MAX_NODES}_{self._entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_MAX_NODES,
+            translation_placeholders={"home_id": self._home_id, "max_nodes": str(self._max_nodes)},
+        )
+
+    @callback
+    def async_forget(self, node_id: str) -> bool:
+        """Drop a node; False when it was not known. Clears the cap issue once below the cap."""
+        if self._nodes.pop(node_id, None) is None:
+            return False
+        if self._cap_reported and len(self._nodes) < self._max_nodes:
+            self._cap_reported = False
+            ir.async_delete_issue(self.hass, DOMAIN, f"{ISSUE_MAX_NODES}_{self._entry_id}")
+        return True
+
+    # --- what the node reports ------------------------------------------------------------
+
+    @callback
+    def async_record_metric(self, node: NodeData, key: str, data: Mapping[str, Any]) -> None:
+        """A validated telemetry reading (or status/rssi): store it, announce it."""
+        quality = data.get("quality")
+        if quality is not None and quality < MIN_QUALITY:
+            _LOGGER.debug("Dropping %s/%s: quality %s", node.node_id, key, quality)
+            return
+        spec = node.metrics.get(key) or metric_spec(key, data.get("unit"))
+        value = normalize_value(spec, data["value"], data.get("unit"))
+        is_new = key not in node.metrics
+        node.values[key] = value
+        if is_new:
+            node.metrics[key] = spec
+            self._schedule_save()
+            self.newest_metric = (node.node_id, key)
+            self._updates.async_notify(HUB, KEY_METRIC_ADDED)
+        else:
+            self._updates.async_notify(node.node_id, key)
+
+    @callback
+    def async_set_firmware(self, node: NodeData, version: str) -> None:
+        """The node reported its firmware version (also shown on its device)."""
+        if node.firmware == version:
+            return
+        node.firmware = version
+        self._schedule_save()
+        if node.device_id is not None:
+            dr.async_get(self.hass).async_update_device(node.device_id, sw_version=version)
+        self._updates.async_notify(node.node_id, KEY_FIRMWARE)
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def restore(self, stored: Mapping[Any, Any]) -> list[str]:
+        """Known nodes from storage (garbage skipped); returns the ids restored."""
+        restored: list[str] = []
+        for node_id, raw in stored.items():
+            if not isinstance(node_id, str) or not isinstance(raw, dict):
+                continue
+            node = NodeData(node_id, firmware=raw.get("firmware"))
+            metrics = raw.get("metrics")
+            if isinstance(metrics, dict):
+                for key, unit in metrics.items():
+                    node.metrics[key] = metric_spec(key, unit)
+            self._nodes[node_id] = node
+            restored.append(node_id)
+        return restored
+
+    def export(self) -> dict[str, Any]:
+        """JSON-able node metadata: firmware and metric units (values come back live)."""
+        return {
+            node.node_id: {
+                "firmware": node.firmware,
+                "metrics": {key: spec.unit for key, spec in node.metrics.items()},
+            }
+            for node in self._nodes.values()
+        }
