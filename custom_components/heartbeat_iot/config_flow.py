@@ -33,6 +33,7 @@ from .const import (
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
+    CONF_MAX_METRICS,
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
@@ -81,6 +82,7 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+        vol.Required(CONF_MAX_METRICS): _number(1, 1024, 1),
     }
 )
 _INTEGER_OPTIONS = {
@@ -90,6 +92,7 @@ _INTEGER_OPTIONS = {
     CONF_FLAP_WINDOW,
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
+    CONF_MAX_METRICS,
 }
 
 

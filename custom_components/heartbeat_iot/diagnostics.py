@@ -58,6 +58,9 @@ def _availability(status: NodeStatus | None) -> dict[str, Any] | None:
     data = asdict(status)
     for key in ("last_seen", "deadline", "last_boot"):
         if data[key] is not None:
-            data[key] = dt_util.utc_from_timestamp(data[key]).isoformat()
+            try:
+                data[key] = dt_util.utc_from_timestamp(data[key]).isoformat()
+            except (OverflowError, OSError, ValueError):  # e.g. stored before numbers were bounded
+                data[key] = None
     data["state"] = str(status.state)
     return data

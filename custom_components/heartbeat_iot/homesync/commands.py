@@ -386,7 +386,7 @@ class CommandManager:
             # An unknown status is still the node answering: report it, retrying won't help.
             status = CommandStatus.ERROR
             if invalid is not None:
-                status, error = CommandStatus.INVALID, f"invalid answer: {invalid}"
+                status, error = CommandStatus.INVALID, invalid
             else:
                 if isinstance(raw, str):
                     status = _ANSWERS.get(raw, CommandStatus.ERROR)

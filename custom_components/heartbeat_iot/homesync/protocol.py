@@ -197,6 +197,7 @@ RELAY_STATES: Final = ("on", "off")
 LED_STATES: Final = ("on", "off", "blink")
 
 _TEXT = vol.All(str, vol.Length(max=MAX_TEXT))
+_NULL_OR_TEXT = f"expected null or a string of at most {MAX_TEXT} characters"
 _TIMESTAMP = vol.All(str, vol.Length(max=MAX_TIMESTAMP))
 _OPTIONAL_COMMON: dict[vol.Marker, Any] = {vol.Optional("timestamp"): _TIMESTAMP}
 _READING = vol.All(_number, vol.Range(min=-MAX_READING, max=MAX_READING))
@@ -261,8 +262,8 @@ RESPONSE_SCHEMA: Final = vol.Schema(
     {
         vol.Required("request_id"): REQUEST_ID,
         vol.Required("status"): vol.In(RESPONSE_STATUSES),
-        vol.Optional("result"): vol.Any(None, _TEXT),
-        vol.Optional("error"): vol.Any(None, _TEXT),
+        vol.Optional("result"): vol.Any(None, _TEXT, msg=_NULL_OR_TEXT),
+        vol.Optional("error"): vol.Any(None, _TEXT, msg=_NULL_OR_TEXT),
         **_OPTIONAL_COMMON,
     },
     extra=vol.ALLOW_EXTRA,
