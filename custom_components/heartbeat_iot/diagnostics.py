@@ -11,6 +11,7 @@ from homeassistant.util import dt as dt_util
 from .homesync.redact import redact
 from .homesync.tracker import NodeStatus
 from .models import HomeSyncConfigEntry
+from .tcp_nodelay import tcp_nodelay_status
 
 
 async def async_get_config_entry_diagnostics(
@@ -26,6 +27,8 @@ async def async_get_config_entry_diagnostics(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
             "broker_connected": availability.broker_connected,
+            # TCP_NODELAY on HA's MQTT connection: on / off (option) / unsupported (why) ...
+            "tcp_nodelay": tcp_nodelay_status(hass),
             "fleet": {
                 "online": online,
                 "offline": offline,

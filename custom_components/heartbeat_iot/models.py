@@ -28,6 +28,7 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
 )
@@ -59,6 +60,7 @@ class HomeSyncOptions:
     offline_ratio_threshold: float
     command_timeout: float
     command_retries: int
+    tcp_nodelay: bool  # set TCP_NODELAY on Home Assistant's MQTT connection
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -75,6 +77,7 @@ class HomeSyncOptions:
             offline_ratio_threshold=float(merged[CONF_OFFLINE_RATIO]),
             command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
+            tcp_nodelay=bool(merged[CONF_TCP_NODELAY]),
         )
 
     @property
@@ -105,7 +108,13 @@ class HomeSyncRuntimeData:
 
     async def async_start(self) -> None:
         """Restore known nodes, then subscribe (so entities exist before any message)."""
-        restore(await self.storage.async_load(), self.nodes, self.availability, self.control)
+        restore(
+            await self.storage.async_load(),
+            self.nodes,
+            self.availability,
+            self.outputs,
+            self.control,
+        )
         self.nodes.async_register_devices()
         self.availability.async_start()
         await self.hub.async_start()
@@ -139,7 +148,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
 
     # The parts reference each other through these late-bound callables only.
     def collect_all() -> dict[str, Any]:
-        return collect(nodes, availability, control)
+        return collect(nodes, availability, outputs, control)
 
     def spawn(coro: Coroutine[Any, Any, None], name: str) -> object:
         # eager_start=False: never run inside the hub's message handling.
@@ -155,7 +164,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         updates=updates,
         schedule_save=storage.schedule_save,
     )
-    outputs = NodeOutputs(updates, is_known=nodes.__contains__)
+    outputs = NodeOutputs(updates, is_known=nodes.__contains__, schedule_save=storage.schedule_save)
     availability = AvailabilityMonitor(
         hass,
         home_id=home_id,

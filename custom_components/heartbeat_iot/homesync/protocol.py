@@ -144,6 +144,17 @@ def subscription_topic(home_id: str) -> str:
 
 DISCOVERY_TOPIC: Final = f"{ROOT}/+/{NODES}/+/status/online"
 
+# The integration's own announcement (docs/protocol.md, hub announcement): nodes answer it by
+# re-publishing their state, so nothing depends on the broker delivering retained messages.
+HUB_ONLINE_PAYLOAD: Final = '{"online": true}'
+
+
+def hub_status_topic(home_id: str) -> str:
+    """`homesync/{home_id}/hub/status`, outside the nodes' subtree we subscribe to."""
+    if not is_valid_id(home_id):
+        raise ProtocolError("bad_id", f"invalid home id {home_id!r}")
+    return f"{ROOT}/{home_id}/hub/status"
+
 
 def decode_payload(payload: str | bytes | bytearray) -> dict[str, Any]:
     """Decode a payload into a JSON object, enforcing the 64 KiB limit."""
@@ -250,7 +261,7 @@ HEARTBEAT_SCHEMA: Final = vol.Schema(
         vol.Required("seq"): vol.All(_integer, vol.Range(min=0, max=MAX_SEQ)),
         vol.Required("uptime"): _UPTIME,
         vol.Optional("interval"): vol.All(_number, vol.Range(min=1, max=MAX_INTERVAL)),
-        # The node's current relay / LED state (optional: older firmware omits them).
+        # The node's current outputs, so state never depends on retained delivery.
         vol.Optional("relay"): vol.In(RELAY_STATES),
         vol.Optional("led"): vol.In(LED_STATES),
         **_OPTIONAL_COMMON,
