@@ -93,3 +93,15 @@ async def loaded_entry(
 ) -> MockConfigEntry:
     """The entry, set up."""
     return await setup_entry()
+
+
+@pytest.fixture
+async def online(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> MockConfigEntry:
+    """The entry loaded and the test node online, its relay reported off."""
+    from .command_helpers import go_online, relay_status, state  # they import this module
+
+    relay_status(hass, "off")
+    go_online(hass)
+    await hass.async_block_till_done()
+    assert state(hass) == "off"
+    return loaded_entry
