@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+import logging
 from pathlib import Path
 from typing import Any
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
@@ -45,6 +52,7 @@ def auto_enable_custom_integrations(
 ) -> None:
     """As conftest's, with the recorder set up before `hass` (the harness requires that order)."""
     hass.config.config_dir = str(tmp_path)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)  # the harness echoes SQL
 
 
 @pytest.fixture
@@ -109,6 +117,19 @@ async def test_renamed_device_and_failed_command(
         "name": "Kettle plug",
         "message": "command relay on failed after 4 attempts: no confirmation",
     }.items() <= next(e for e in entries if "command" in e["message"]).items()
+
+
+async def test_timeout_says_how_long_the_silence_was(
+    hass: HomeAssistant, logbook_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
+) -> None:
+    """A frozen node: its offline event carries the timeout it missed (interval 30 s x 3)."""
+    offline = async_capture_events(hass, f"{DOMAIN}_node_offline")
+    freezer.tick(timedelta(seconds=91))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert [DESCRIBE[e.event_type](e.data) for e in offline] == [
+        "went offline: no heartbeat for 90 s"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,7 @@ async def test_toggle_unknown_state_asks_the_node(
 
 
 async def test_led_switch(hass: HomeAssistant, online: MockConfigEntry, mqtt_mock: Any) -> None:
-    """No LED status topic: the state comes from confirmations, and a reboot forgets it."""
+    """A node that does not report its LED (older firmware): confirmations; a reboot forgets it."""
     assert state(hass, "led") == STATE_UNKNOWN
     for service, action, expected in (("turn_on", "on", STATE_ON), ("turn_off", "off", STATE_OFF)):
         task = start(switch_call(hass, service, "led"))

@@ -213,15 +213,15 @@ class AvailabilityMonitor:
 
     def _fire(self, event: TrackerEvent) -> None:
         """Bus event (automations, device triggers), then the node's event entity, outputs."""
-        self.hass.bus.async_fire(
-            event_type(event.type),
-            {
-                "device_id": self._device_id(event.node_id),
-                "home_id": self._home_id,
-                "node_id": event.node_id,
-                "reason": event.reason,
-            },
-        )
+        data: dict[str, Any] = {
+            "device_id": self._device_id(event.node_id),
+            "home_id": self._home_id,
+            "node_id": event.node_id,
+            "reason": event.reason,
+        }
+        if event.type is EventType.OFFLINE and (status := self.tracker.status(event.node_id)):
+            data["timeout"] = status.timeout  # the logbook says "no heartbeat for 90 s"
+        self.hass.bus.async_fire(event_type(event.type), data)
         self._last_event[event.node_id] = event
         self._updates.async_notify(event.node_id, KEY_EVENT)
         if event.type is EventType.REBOOTED:

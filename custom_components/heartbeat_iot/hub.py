@@ -14,15 +14,18 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 
 from .availability import AvailabilityMonitor
 from .const import KEY_LAST_SEEN
 from .control import NodeControl
 from .homesync.protocol import (
+    HUB_ONLINE_PAYLOAD,
     Category,
     ProtocolError,
     Topic,
     decode_payload,
+    hub_status_topic,
     parse_topic,
     schema_for,
     subscription_topic,
@@ -61,25 +64,57 @@ class HomeSyncHub:
         self._outputs = outputs
         self._control = control
         self._schedule_save = schedule_save
-        self._unsubscribe: CALLBACK_TYPE | None = None
+        self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
 
     async def async_start(self) -> None:
-        """Subscribe to everything below homesync/{home_id}/."""
-        self._unsubscribe = await mqtt.async_subscribe(
-            self.hass,
-            subscription_topic(self.home_id),
-            self._async_on_message,
-            qos=1,
-            encoding=None,
+        """Subscribe to everything below homesync/{home_id}/nodes/, then announce ourselves."""
+        self._unsubscribe.append(
+            await mqtt.async_subscribe(
+                self.hass,
+                subscription_topic(self.home_id),
+                self._async_on_message,
+                qos=1,
+                encoding=None,
+            )
         )
+        self._unsubscribe.append(
+            mqtt.async_subscribe_connection_status(self.hass, self._async_on_connection)
+        )
+        if mqtt.is_connected(self.hass):
+            self._announce()
 
     @callback
     def async_stop(self) -> None:
         """Unsubscribe."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        while self._unsubscribe:
+            self._unsubscribe.pop()()
+
+    # --- hub announcement (docs/protocol.md) ----------------------------------------------
+
+    @callback
+    def _async_on_connection(self, connected: bool) -> None:
+        """After every (re)connect the nodes re-publish their state when they hear us.
+
+        A broker that does not deliver retained messages to wildcard subscriptions (RabbitMQ)
+        or lost them (no persistence) would otherwise leave relay, LED and firmware unknown.
+        """
+        if connected:
+            self._announce()
+
+    @callback
+    def _announce(self) -> None:
+        self.hass.async_create_background_task(
+            self._async_publish_announcement(), f"heartbeat_iot announce {self.home_id}"
+        )
+
+    async def _async_publish_announcement(self) -> None:
+        try:
+            await mqtt.async_publish(
+                self.hass, hub_status_topic(self.home_id), HUB_ONLINE_PAYLOAD, qos=1
+            )
+        except HomeAssistantError as err:  # the link dropped again: the next connect retries
+            _LOGGER.debug("Could not announce home %s: %s", self.home_id, err)
 
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
 
@@ -129,6 +164,13 @@ class HomeSyncHub:
             self._nodes.async_record_metric(node, "rssi", data)
         elif name == "relay":
             self._outputs.async_set_relay(node.node_id, data["state"])
+        elif name == "led":
+            self._outputs.async_set_led(node.node_id, data["state"], reported=True)
+        elif name == "heartbeat":
+            if (relay := data.get("relay")) is not None:
+                self._outputs.async_set_relay(node.node_id, relay)
+            if (led := data.get("led")) is not None:
+                self._outputs.async_set_led(node.node_id, led, reported=True)
         elif name == "firmware":
             self._nodes.async_set_firmware(node, data["version"])
         elif name == "online" and (firmware := data.get("firmware")):

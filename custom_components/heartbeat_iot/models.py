@@ -102,7 +102,13 @@ class HomeSyncRuntimeData:
 
     async def async_start(self) -> None:
         """Restore known nodes, then subscribe (so entities exist before any message)."""
-        restore(await self.storage.async_load(), self.nodes, self.availability, self.control)
+        restore(
+            await self.storage.async_load(),
+            self.nodes,
+            self.availability,
+            self.outputs,
+            self.control,
+        )
         self.nodes.async_register_devices()
         self.availability.async_start()
         await self.hub.async_start()
@@ -136,7 +142,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
 
     # The parts reference each other through these late-bound callables only.
     def collect_all() -> dict[str, Any]:
-        return collect(nodes, availability, control)
+        return collect(nodes, availability, outputs, control)
 
     def spawn(coro: Coroutine[Any, Any, None], name: str) -> object:
         # eager_start=False: never run inside the hub's message handling.
@@ -151,7 +157,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         updates=updates,
         schedule_save=storage.schedule_save,
     )
-    outputs = NodeOutputs(updates, is_known=nodes.__contains__)
+    outputs = NodeOutputs(updates, is_known=nodes.__contains__, schedule_save=storage.schedule_save)
     availability = AvailabilityMonitor(
         hass,
         home_id=home_id,

@@ -1,8 +1,10 @@
 """Persistence of one home: its nodes, their availability and the offline queue, in one Store.
 
 Format (version STORAGE_VERSION): `{"nodes": NodeRegistry.export(), "tracker":
-HeartbeatTracker.export(), "control": NodeControl.export()}`. Writes are debounced (one per
-STORAGE_SAVE_DELAY however busy the home is) and flushed on unload. See docs/architecture.md.
+HeartbeatTracker.export(), "outputs": NodeOutputs.export(), "control": NodeControl.export()}`
+("outputs" is optional: stores written before it existed load without it). Writes are debounced
+(one per STORAGE_SAVE_DELAY however busy the home is) and flushed on unload. See
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .availability import AvailabilityMonitor
 from .const import DOMAIN, STORAGE_SAVE_DELAY, STORAGE_VERSION
 from .control import NodeControl
 from .nodes import NodeRegistry
+from .outputs import NodeOutputs
 
 
 def node_store(hass: HomeAssistant, entry_id: str) -> Store[dict[str, Any]]:
@@ -60,12 +63,16 @@ class NodeStorage:
 
 
 def collect(
-    nodes: NodeRegistry, availability: AvailabilityMonitor, control: NodeControl
+    nodes: NodeRegistry,
+    availability: AvailabilityMonitor,
+    outputs: NodeOutputs,
+    control: NodeControl,
 ) -> dict[str, Any]:
     """The stored format of one home."""
     return {
         "nodes": nodes.export(),
         "tracker": availability.export(),
+        "outputs": outputs.export(),
         "control": control.export(),
     }
 
@@ -74,12 +81,14 @@ def restore(
     stored: dict[str, Any],
     nodes: NodeRegistry,
     availability: AvailabilityMonitor,
+    outputs: NodeOutputs,
     control: NodeControl,
 ) -> None:
-    """Load the stored format (tolerating garbage): nodes, then availability, then the queue."""
+    """Load the stored format (tolerating garbage): nodes, availability, outputs, the queue."""
     stored_nodes = stored.get("nodes")
     if not isinstance(stored_nodes, dict):
         return
     restored = nodes.restore(stored_nodes)
     availability.restore(stored.get("tracker"), stored_nodes, restored)
+    outputs.restore(stored.get("outputs"))
     control.restore(stored.get("control"))

@@ -120,6 +120,17 @@ def subscription_topic(home_id: str) -> str:
 
 DISCOVERY_TOPIC: Final = f"{ROOT}/+/{NODES}/+/status/online"
 
+# The integration's own announcement (docs/protocol.md, hub announcement): nodes answer it by
+# re-publishing their state, so nothing depends on the broker delivering retained messages.
+HUB_ONLINE_PAYLOAD: Final = '{"online": true}'
+
+
+def hub_status_topic(home_id: str) -> str:
+    """`homesync/{home_id}/hub/status`, outside the nodes' subtree we subscribe to."""
+    if not is_valid_id(home_id):
+        raise ProtocolError("bad_id", f"invalid home id {home_id!r}")
+    return f"{ROOT}/{home_id}/hub/status"
+
 
 def decode_payload(payload: str | bytes | bytearray) -> dict[str, Any]:
     """Decode a payload into a JSON object, enforcing the 64 KiB limit."""
@@ -185,9 +196,19 @@ ONLINE_SCHEMA: Final = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
+RELAY_STATES: Final = ("on", "off")
+LED_STATES: Final = ("on", "off", "blink")
 RELAY_SCHEMA: Final = vol.Schema(
     {
-        vol.Required("state"): vol.In(["on", "off"]),
+        vol.Required("state"): vol.In(RELAY_STATES),
+        vol.Optional("source"): _TEXT,
+        **_OPTIONAL_COMMON,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+LED_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("state"): vol.In(LED_STATES),
         vol.Optional("source"): _TEXT,
         **_OPTIONAL_COMMON,
     },
@@ -205,6 +226,9 @@ HEARTBEAT_SCHEMA: Final = vol.Schema(
         vol.Required("seq"): vol.All(_integer, vol.Range(min=0)),
         vol.Required("uptime"): vol.All(_integer, vol.Range(min=0)),
         vol.Optional("interval"): vol.All(_number, vol.Range(min=1, max=86400)),
+        # The node's current outputs, so state never depends on retained delivery.
+        vol.Optional("relay"): vol.In(RELAY_STATES),
+        vol.Optional("led"): vol.In(LED_STATES),
         **_OPTIONAL_COMMON,
     },
     extra=vol.ALLOW_EXTRA,
@@ -224,6 +248,7 @@ RESPONSE_SCHEMA: Final = vol.Schema(
 STATUS_SCHEMAS: Final[dict[str, vol.Schema]] = {
     "online": ONLINE_SCHEMA,
     "relay": RELAY_SCHEMA,
+    "led": LED_SCHEMA,
     "firmware": FIRMWARE_SCHEMA,
     "rssi": RSSI_SCHEMA,
     "heartbeat": HEARTBEAT_SCHEMA,

@@ -1,0 +1,108 @@
+"""Relay and LED state that tells the truth at the edges (issues 10 and 11).
+
+The node reports its LED like its relay (retained status/led), the heartbeat carries both (so a
+broker without retained delivery still gets them), the integration announces itself so nodes
+re-publish their state, and a restart never passes a known state through `unknown`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNKNOWN
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_track_state_change_event
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from .command_helpers import NODE, entity_id, go_online, relay_status, state
+from .conftest import HOME, publish
+
+HUB_STATUS = f"homesync/{HOME}/hub/status"
+
+
+def _announcements(mqtt_mock: Any) -> list[Any]:
+    return [c for c in mqtt_mock.async_publish.call_args_list if c.args[0] == HUB_STATUS]
+
+
+async def test_hub_announces_itself_at_start_and_on_every_reconnect(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """Nodes re-publish birth, relay, LED and firmware when they hear this (not retained)."""
+    await hass.async_block_till_done()
+    calls = _announcements(mqtt_mock)
+    assert [c.args[1:] for c in calls] == [('{"online": true}', 1, False)]
+
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 1  # nothing to say while the link is down
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 2
+
+
+async def test_led_reported_by_the_node_is_a_real_toggle(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """status/led gives the LED a known state; a reboot of such a node does not forget it."""
+    go_online(hass)
+    publish(hass, NODE, "status", "led", {"state": "off", "source": "boot"}, retain=True)
+    await hass.async_block_till_done()
+    assert state(hass, "led") == STATE_OFF
+
+    publish(hass, NODE, "status", "led", {"state": "blink", "source": "command"})
+    await hass.async_block_till_done()
+    assert state(hass, "led") == STATE_ON
+
+    publish(hass, NODE, "status", "heartbeat", {"seq": 0, "uptime": 1, "interval": 30})
+    await hass.async_block_till_done()
+    assert state(hass, "led") == STATE_ON  # rebooted, and it re-publishes status/led itself
+
+
+async def test_heartbeat_carries_relay_and_led(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """With no retained message at all (RabbitMQ + wildcards), the heartbeat is enough."""
+    publish(
+        hass,
+        NODE,
+        "status",
+        "heartbeat",
+        {"seq": 1, "uptime": 5, "interval": 30, "relay": "on", "led": "off"},
+    )
+    await hass.async_block_till_done()
+    assert state(hass) == STATE_ON
+    assert state(hass, "led") == STATE_OFF
+
+    publish(hass, NODE, "status", "heartbeat", {"seq": 2, "uptime": 35, "relay": "sideways"})
+    await hass.async_block_till_done()
+    assert state(hass) == STATE_ON  # an invalid heartbeat is skipped whole
+
+
+async def test_restart_never_passes_known_state_through_unknown(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """After a restart the relay and LED show their last state at once, not unknown → on."""
+    relay_status(hass, "on")
+    publish(hass, NODE, "status", "led", {"state": "off", "source": "boot"}, retain=True)
+    go_online(hass)
+    await hass.async_block_till_done()
+    assert (state(hass), state(hass, "led")) == (STATE_ON, STATE_OFF)
+
+    relay, led = entity_id(hass, "relay"), entity_id(hass, "led")
+    written: list[tuple[str, str]] = []
+
+    @callback
+    def record(event: Event[EventStateChangedData]) -> None:
+        if (new := event.data["new_state"]) is not None:
+            written.append((new.entity_id, new.state))
+
+    unsub = async_track_state_change_event(hass, [relay, led], record)
+    assert await hass.config_entries.async_reload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    unsub()
+
+    assert (relay, STATE_UNKNOWN) not in written
+    assert (led, STATE_UNKNOWN) not in written
+    assert (state(hass), state(hass, "led")) == (STATE_ON, STATE_OFF)
