@@ -8,8 +8,10 @@ run, results printed and written to ``benchmarks/results/<name>.md``. No timing 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
+import json
 import os
 from pathlib import Path
 import platform
@@ -110,16 +112,75 @@ def _git() -> str:
     return f"{sha} + uncommitted changes" if dirty else sha
 
 
+def environment_facts(extra_dists: Sequence[str] = ()) -> dict[str, str]:
+    """Machine, versions, date and commit of this run (also stored in <name>.json)."""
+    dists = ", ".join(f"{d} {_version(d)}" for d in ("homeassistant", *extra_dists))
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {_cpu_model()}, "
+        f"{os.cpu_count()} CPUs (shared, noisy)",
+        "python": f"{platform.python_implementation()} {platform.python_version()}; {dists}",
+        "code": f"git {_git()}",
+    }
+
+
 def environment(extra_dists: Sequence[str] = ()) -> list[str]:
     """Markdown bullet lines describing machine, versions and date."""
-    dists = ", ".join(f"{d} {_version(d)}" for d in ("homeassistant", *extra_dists))
-    return [
-        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"- machine: {platform.system()} {platform.machine()}, {_cpu_model()}, "
-        f"{os.cpu_count()} CPUs (shared, noisy)",
-        f"- python: {platform.python_implementation()} {platform.python_version()}; {dists}",
-        f"- code: git {_git()}",
-    ]
+    return [f"- {key}: {value}" for key, value in environment_facts(extra_dists).items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One target of the project (issue 14) checked by a benchmark: met, or missed by how much.
+
+    ``target_id`` names the target in ``suite.TARGETS`` (the runner lists every catalogued
+    target, measured or not). ``measured`` and ``limit`` are in ``unit``; the target is met when
+    ``measured <= limit`` (``higher_is_better``: ``>=``). ``why`` says what the number is made
+    of, and for a miss, why it is missed (one or two sentences a reader can check).
+    """
+
+    target_id: str
+    measured: float
+    limit: float
+    unit: str
+    why: str = ""
+    higher_is_better: bool = False
+
+    @property
+    def met(self) -> bool:
+        if self.higher_is_better:
+            return self.measured >= self.limit
+        return self.measured <= self.limit
+
+    @property
+    def verdict(self) -> str:
+        """'met (23 % headroom)' / 'missed by 35 %'."""
+        if self.limit == 0:
+            return "met" if self.met else f"missed by {fmt(abs(self.measured))} {self.unit}"
+        gap = abs(self.measured - self.limit) / abs(self.limit) * 100
+        if self.met:
+            return f"met ({gap:.0f} % headroom)"
+        return f"missed by {gap:.0f} %"
+
+    def as_json(self) -> dict[str, object]:
+        return {**asdict(self), "met": self.met, "verdict": self.verdict}
+
+
+def targets_table(targets: Sequence[Target]) -> str:
+    """The targets a benchmark checked, as a markdown table."""
+    return table(
+        ["target", "measured", "limit", "verdict", "why"],
+        [
+            [
+                t.target_id,
+                f"{fmt(t.measured)} {t.unit}",
+                f"{fmt(t.limit)} {t.unit}",
+                t.verdict,
+                t.why,
+            ]
+            for t in targets
+        ],
+    )
 
 
 def report(
@@ -130,10 +191,16 @@ def report(
     sections: Sequence[tuple[str, str]],
     wall_seconds: float,
     extra_dists: Sequence[str] = (),
+    targets: Sequence[Target] = (),
 ) -> str:
-    """Print the report and write it to <results_dir>/<name>.md; returns the markdown."""
+    """Print the report, write <results_dir>/<name>.md and <name>.json; returns the markdown.
+
+    The JSON file (environment, targets, wall time) is what ``scripts/bench`` reads to write
+    ``benchmarks/RESULTS.md``.
+    """
+    facts = environment_facts(extra_dists)
     parts = [f"# {title}", ""]
-    parts += environment(extra_dists)
+    parts += [f"- {key}: {value}" for key, value in facts.items()]
     parts += [
         f"- command: `{command}`" + (SMOKE_NOTE if SMOKE else ""),
         f"- wall time of the whole run: {wall_seconds:.0f} s",
@@ -142,6 +209,8 @@ def report(
     ]
     for heading, body in sections:
         parts += [f"## {heading}", "", body, ""]
+    if targets:
+        parts += ["## Targets", "", targets_table(targets), ""]
     text = "\n".join(parts).rstrip() + "\n"
     print()
     print(text)
@@ -149,5 +218,17 @@ def report(
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{name}.md"
         path.write_text(text, encoding="utf-8")
+        summary_json = {
+            "name": name,
+            "title": title,
+            "command": command,
+            "smoke": SMOKE,
+            "wall_seconds": round(wall_seconds, 1),
+            **facts,
+            "targets": [t.as_json() for t in targets],
+        }
+        (out_dir / f"{name}.json").write_text(
+            json.dumps(summary_json, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         print(f"written: {path}")
     return text

@@ -15,8 +15,14 @@ a. heartbeats to our hub that change nothing a user sees (must write no state)
 b. telemetry to our hub whose value changes every message (one state write each)
 c. telemetry to our hub with the same value (must write no state)
 d. the floor: a bare ``mqtt.async_subscribe`` wildcard callback that only decodes the JSON
-e. Home Assistant's own MQTT sensor (from discovery, ``expire_after`` + availability template),
-   which is what users would otherwise configure: values varying (e1) and repeated (e2)
+e. Home Assistant's own MQTT entities from discovery, configured the fair way a user would do
+   heartbeat availability today (LWT availability topic + template, and ``off_delay`` /
+   ``expire_after``): e0 a connectivity ``binary_sensor`` on the heartbeat topic (JSON
+   ``value_template``, ``off_delay``) fed the same heartbeats as a; e1 / e2 a power ``sensor``
+   (``expire_after``) with varying / repeated values, as b / c
+w. one state write alone: ``async_write_ha_state()`` of a plain ``SensorEntity`` with the same
+   descriptors as our power sensor (device class, unit, state class, precision), a new value
+   each time, round-robin over N entities: what "floor + one state write" adds
 f. one deadline-timer wake-up: ``async_track_point_in_utc_time`` armed for now + the loop
    iteration that fires it (the hub's timer costs this per wake-up, plus ``tracker.tick()``)
 """
@@ -24,7 +30,7 @@ f. one deadline-timer wake-up: ``async_track_point_in_utc_time`` armed for now +
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 import gc
 import json
@@ -33,9 +39,10 @@ from statistics import median
 import time
 from typing import Any
 
-from _benchlib import SMOKE, fmt_stat, report, reps, table
+from _benchlib import SMOKE, Target, fmt, fmt_stat, report, reps, table
 from homeassistant.components import mqtt
 from homeassistant.components.mqtt.models import DATA_MQTT
+from homeassistant.components.sensor import SensorDeviceClass, SensorEntity, SensorStateClass
 from homeassistant.const import EVENT_STATE_CHANGED
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
@@ -44,7 +51,7 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.json import json_loads
 from paho.mqtt.client import MQTTMessage
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, MockEntityPlatform
 
 from custom_components.heartbeat_iot.const import (
     CONF_HEARTBEAT_INTERVAL,
@@ -64,7 +71,7 @@ from custom_components.heartbeat_iot.homesync.protocol import (
 N = 20 if SMOKE else 1_000
 M = 1_000 if SMOKE else 50_000
 TIMER_WAKEUPS = 500 if SMOKE else 20_000
-# HA's built-in MQTT sensor (case e): on by default, BENCH_BUILTIN=0 skips it.
+# HA's built-in MQTT entities (cases e*): on by default, BENCH_BUILTIN=0 skips them.
 BUILTIN = os.environ.get("BENCH_BUILTIN", "1") != "0"
 HOME = "bench"
 FLOOR_HOME = "floor"  # a second topic tree, not matched by the hub's subscription
@@ -102,9 +109,11 @@ class Case:
 
     key: str
     label: str
-    build: Callable[[int], list[MQTTMessage]]  # message count -> messages
+    build: Callable[[int], list[MQTTMessage]] | None  # message count -> messages
     expected_changes: float | None  # state_changed per message that must be seen (None: any)
     prepare: Callable[[], list[MQTTMessage]] | None = None  # untimed, before every pass
+    # Instead of build: does `count` units of work itself; (CPU seconds, state_changed).
+    run: Callable[[int], Awaitable[tuple[float, int]]] | None = None
     cpu_us: list[float] = field(default_factory=list)
     changes: list[float] = field(default_factory=list)
 
@@ -117,19 +126,26 @@ class Bench:
         # The real client behind the harness's MagicMock: what paho's on_message calls.
         self.deliver = hass.data[DATA_MQTT].client._mock_wraps._async_mqtt_on_message
         self.seq = [0] * N
+        self.builtin_seq = [0] * N
+        self.write_entities: list[WriteSensor] = []
         self.counter = 0
         self.state_changes = 0
         self.floor_values: dict[str, float] = {}
 
     # --- message builders (untimed) ---------------------------------------------------
 
-    def heartbeats(self, count: int) -> list[MQTTMessage]:
-        topics = [hub_topic(i, "status", "heartbeat") for i in range(N)]
+    def heartbeats(self, count: int, *, builtin: bool = False) -> list[MQTTMessage]:
+        if builtin:
+            topics = [builtin_topic(i, "status/heartbeat") for i in range(N)]
+            seqs = self.builtin_seq
+        else:
+            topics = [hub_topic(i, "status", "heartbeat") for i in range(N)]
+            seqs = self.seq
         msgs = []
         for k in range(count):
             i = k % N
-            self.seq[i] += 1
-            seq = self.seq[i]
+            seqs[i] += 1
+            seq = seqs[i]
             payload = f'{{"seq": {seq}, "uptime": {seq * INTERVAL}, "interval": {INTERVAL}}}'
             msgs.append(message(topics[i], payload.encode()))
         return msgs
@@ -157,6 +173,10 @@ class Bench:
         topics = [builtin_topic(i, "telemetry/power") for i in range(N)]
         return self._values(topics, count, value)
 
+    def builtin_heartbeats(self, count: int) -> list[MQTTMessage]:
+        """Heartbeats like case a's, on the built-in binary sensors' topics."""
+        return self.heartbeats(count, builtin=True)
+
     # --- delivery ---------------------------------------------------------------------
 
     async def send(self, msgs: Sequence[MQTTMessage], block_every: int = BLOCK_EVERY) -> None:
@@ -174,6 +194,25 @@ class Bench:
         changes = self.state_changes
         start = time.process_time()
         await self.send(msgs)
+        cpu = time.process_time() - start
+        return cpu, self.state_changes - changes
+
+    async def timed_writes(self, count: int) -> tuple[float, int]:
+        """Case w: `count` state writes alone, same cadence of block_till_done as `send`."""
+        entities = self.write_entities
+        values = [(self.counter + k) / 10 for k in range(count)]
+        self.counter += count
+        hass = self.hass
+        gc.collect()
+        changes = self.state_changes
+        start = time.process_time()
+        for k, value in enumerate(values, 1):
+            entity = entities[k % N]
+            entity._attr_native_value = value
+            entity.async_write_ha_state()
+            if k % BLOCK_EVERY == 0:
+                await hass.async_block_till_done()
+        await hass.async_block_till_done()
         cpu = time.process_time() - start
         return cpu, self.state_changes - changes
 
@@ -216,11 +255,38 @@ class Bench:
             encoding=None,
         )
 
+    async def setup_write(self) -> None:
+        """Case w: N plain sensors on a platform of their own."""
+        platform = MockEntityPlatform(self.hass, domain="sensor", platform_name="bench_write")
+        self.write_entities = [WriteSensor(i) for i in range(N)]
+        await platform.async_add_entities(self.write_entities)
+        await self.timed_writes(N)  # first write of each: the state exists from now on
+
     async def setup_builtin(self) -> float:
-        """N sensors from MQTT discovery, configured as a user would for these nodes."""
+        """N sensors + N binary sensors from MQTT discovery, configured the fair way."""
         start = time.process_time()
         configs = []
         for i in range(N):
+            heartbeat = {
+                "name": "Connectivity",
+                "unique_id": f"builtin_{node(i)}_connectivity",
+                "state_topic": builtin_topic(i, "status/heartbeat"),
+                # Any heartbeat means "on"; off_delay turns it off when they stop.
+                "value_template": "{{ 'ON' if value_json.uptime is defined else 'OFF' }}",
+                "device_class": "connectivity",
+                "off_delay": 1800,
+                "availability_topic": builtin_topic(i, "status/online"),
+                "availability_template": "{{ 'online' if value_json.online else 'offline' }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+                "device": {"identifiers": [f"builtin_{node(i)}"], "name": f"builtin {node(i)}"},
+            }
+            configs.append(
+                message(
+                    f"homeassistant/binary_sensor/builtin_{node(i)}/connectivity/config",
+                    json.dumps(heartbeat).encode(),
+                )
+            )
             config = {
                 "name": "Power",
                 "unique_id": f"builtin_{node(i)}_power",
@@ -248,6 +314,7 @@ class Bench:
         online = [message(builtin_topic(i, "status/online"), b'{"online": true}') for i in range(N)]
         await self.send(online, block_every=100)
         await self.send(self.builtin(N), block_every=100)
+        await self.send(self.builtin_heartbeats(N), block_every=100)
         return time.process_time() - start
 
     def entity_counts(self) -> tuple[int, int]:
@@ -277,6 +344,21 @@ class Bench:
         return cpu
 
 
+class WriteSensor(SensorEntity):
+    """Case w: a sensor described like our power sensor, written from outside."""
+
+    _attr_should_poll = False
+    _attr_device_class = SensorDeviceClass.POWER
+    _attr_native_unit_of_measurement = "W"
+    _attr_state_class = SensorStateClass.MEASUREMENT
+    _attr_suggested_display_precision = 1
+
+    def __init__(self, i: int) -> None:
+        self._attr_name = f"write {node(i)} power"
+        self._attr_unique_id = f"bench_write_{node(i)}_power"
+        self._attr_native_value = 0.0
+
+
 def cases(bench: Bench) -> list[Case]:
     result = [
         Case(
@@ -304,9 +386,22 @@ def cases(bench: Bench) -> list[Case]:
             bench.floor,
             0.0,
         ),
+        Case(
+            "w",
+            "w. one state write alone (`async_write_ha_state`, plain power sensor)",
+            None,
+            1.0,
+            run=bench.timed_writes,
+        ),
     ]
     if BUILTIN:
         result += [
+            Case(
+                "e0",
+                "e0. HA MQTT binary_sensor (LWT + `off_delay`), heartbeat",
+                bench.builtin_heartbeats,
+                0.0,
+            ),
             Case(
                 "e1",
                 "e1. HA MQTT sensor (`expire_after`), value changes every message",
@@ -368,6 +463,141 @@ def time_calls(job: Callable[[], object], calls: int) -> float:
     return (time.process_time() - start) / calls * 1e6
 
 
+def summarize(
+    measured: list[Case], timer_us: list[float], n_reps: int
+) -> tuple[list[list[str]], str, list[Target]]:
+    """(all rows, the side-by-side table, the targets of issue 14)."""
+    by_key = {case.key: case for case in measured}
+    floor = median(by_key["d"].cpu_us)
+    rows = []
+    for case in measured:
+        med, spread = fmt_stat(case.cpu_us, 1)
+        ratio = median(case.cpu_us) / floor
+        rows.append([case.label, med, spread, f"{ratio:.1f}×", f"{median(case.changes):.3f}"])
+    med, spread = fmt_stat(timer_us, 1)
+    rows.append(
+        ["f. one timer wake-up (arm at now + loop iteration), per wake-up", med, spread, "–", "–"]
+    )
+
+    def paired(num: str, *den: str) -> list[float]:
+        """num / sum(den), per rep (variants of one rep ran back to back)."""
+        return [
+            by_key[num].cpu_us[r] / sum(by_key[d].cpu_us[r] for d in den) for r in range(n_reps)
+        ]
+
+    def cell(key: str) -> str:
+        if key not in by_key:
+            return "–"
+        med, spread = fmt_stat(by_key[key].cpu_us, 1)
+        return f"{med} ({spread})"
+
+    def ratio_cell(num: str, *den: str) -> str:
+        if not all(k in by_key for k in (num, *den)):
+            return "–"
+        med, spread = fmt_stat(paired(num, *den), 2)
+        return f"{med}× ({spread})"
+
+    side_rows = [
+        [
+            "heartbeat, nothing visible changes",
+            cell("e0"),
+            cell("d"),
+            cell("a"),
+            ratio_cell("a", "d"),
+            ratio_cell("a", "e0"),
+        ],
+        [
+            "telemetry, value changes",
+            cell("e1"),
+            cell("d"),
+            cell("b"),
+            ratio_cell("b", "d") + " · ÷ (floor + write): " + ratio_cell("b", "d", "w"),
+            ratio_cell("b", "e1"),
+        ],
+        [
+            "telemetry, same value",
+            cell("e2"),
+            cell("d"),
+            cell("c"),
+            ratio_cell("c", "d"),
+            ratio_cell("c", "e2"),
+        ],
+        ["one state write alone (w)", "–", "–", cell("w"), "–", "–"],
+    ]
+    side_by_side = table(
+        [
+            "case",
+            "built-in (e0 / e1 / e2)",
+            "floor (d)",
+            "ours (a / b / c)",
+            "ours ÷ floor",
+            "ours ÷ built-in",
+        ],
+        side_rows,
+    ) + (
+        "\n\nµs/msg, median of the reps (min–max); ratios are paired per rep (the variants of "
+        "one rep ran back to back), median (min–max) of the per-rep ratios."
+    )
+
+    def ratio(num: str, *den: str) -> float:
+        return median(paired(num, *den))
+
+    a, b, c, w = (median(by_key[k].cpu_us) for k in "abcw")
+    targets = [
+        Target(
+            "heartbeat_vs_floor",
+            ratio("a", "d"),
+            2.0,
+            "× floor",
+            f"heartbeat {fmt(a)} µs vs floor {fmt(floor)} µs: topic parse, payload check, "
+            "tracker.on_heartbeat, listeners of the node (no state write)",
+        ),
+        Target(
+            "same_value_vs_floor",
+            ratio("c", "d"),
+            2.0,
+            "× floor",
+            f"same value {fmt(c)} µs vs floor {fmt(floor)} µs: topic parse, payload check, "
+            "tracker.on_message, the sensor's unchanged-value check (no state write)",
+        ),
+        Target(
+            "changed_value_vs_floor_write",
+            ratio("b", "d", "w"),
+            1.0,
+            "× (floor + write)",
+            f"changed value {fmt(b)} µs vs floor {fmt(floor)} + one state write {fmt(w)} µs",
+        ),
+    ]
+    if BUILTIN:
+        targets += [
+            Target(
+                "heartbeat_vs_builtin",
+                ratio("a", "e0"),
+                0.5,
+                "× built-in",
+                f"ours {fmt(a)} µs vs HA's binary_sensor {fmt(median(by_key['e0'].cpu_us))} µs "
+                "(template render, off_delay timer re-armed per message)",
+            ),
+            Target(
+                "changed_value_vs_builtin",
+                ratio("b", "e1"),
+                0.5,
+                "× built-in",
+                f"ours {fmt(b)} µs vs HA's sensor {fmt(median(by_key['e1'].cpu_us))} µs; both "
+                "write one state per message",
+            ),
+            Target(
+                "same_value_vs_builtin",
+                ratio("c", "e2"),
+                0.5,
+                "× built-in",
+                f"ours {fmt(c)} µs vs HA's sensor {fmt(median(by_key['e2'].cpu_us))} µs "
+                "(template render, expire_after timer re-armed per message)",
+            ),
+        ]
+    return rows, side_by_side, targets
+
+
 @pytest.mark.timeout(900)
 async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
     """Measure, print and write the table (no timing assertions: a benchmark, not a test)."""
@@ -377,11 +607,13 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
     builtin_setup = await bench.setup_builtin() if BUILTIN else None
     hub_setup = await bench.setup_hub()
     await bench.setup_floor()
+    await bench.setup_write()
     measured = cases(bench)
     # Subscribing clears the client's topic-match cache: fill it (one message per topic)
     # before anything is timed (perf-anchors gotcha 6).
     for case in measured:
-        await bench.send(case.build(N))
+        if case.build is not None:
+            await bench.send(case.build(N))
     ours, builtin = bench.entity_counts()
     data = next(iter(hass.config_entries.async_entries(DOMAIN))).runtime_data
     jobs = breakdown_jobs(data)
@@ -393,9 +625,13 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
         for case in measured[shift:] + measured[:shift]:
             if case.prepare is not None:
                 await bench.send(case.prepare())
-            msgs = case.build(M)
-            cpu, changes = await bench.timed(msgs)
-            del msgs
+            if case.run is not None:
+                cpu, changes = await case.run(M)
+            else:
+                assert case.build is not None
+                msgs = case.build(M)
+                cpu, changes = await bench.timed(msgs)
+                del msgs
             case.cpu_us.append(cpu / M * 1e6)
             case.changes.append(changes / M)
         timer_us.append(await bench.timer_wakeups(TIMER_WAKEUPS) / TIMER_WAKEUPS * 1e6)
@@ -406,23 +642,14 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
     online, offline = data.availability.counts()
     wall = time.perf_counter() - wall
 
-    floor = median(next(case for case in measured if case.key == "d").cpu_us)
-    rows = []
-    for case in measured:
-        med, spread = fmt_stat(case.cpu_us, 1)
-        ratio = median(case.cpu_us) / floor
-        rows.append([case.label, med, spread, f"{ratio:.1f}×", f"{median(case.changes):.3f}"])
-    med, spread = fmt_stat(timer_us, 1)
-    rows.append(
-        ["f. one timer wake-up (arm at now + loop iteration), per wake-up", med, spread, "–", "–"]
-    )
+    rows, side_by_side, targets = summarize(measured, timer_us, n_reps)
     setup_lines = [
         f"- setup (untimed): {N:,} nodes discovered by the hub in {hub_setup:.1f} s CPU "
         f"({ours:,} entities of {DOMAIN}, {online} online / {offline} offline at the end)",
     ]
     if builtin_setup is not None:
         setup_lines.append(
-            f"- setup (untimed): {builtin:,} HA MQTT sensors from discovery in "
+            f"- setup (untimed): {builtin:,} HA MQTT entities from discovery in "
             f"{builtin_setup:.1f} s CPU"
         )
     report(
@@ -442,6 +669,7 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
             *setup_lines,
         ],
         [
+            ("Side by side (the issue's table)", side_by_side),
             (
                 "Results",
                 table(
@@ -462,6 +690,7 @@ async def test_bench_hub(hass: HomeAssistant, mqtt_mock: Any) -> None:
         ],
         wall,
         ("pytest-homeassistant-custom-component", "paho-mqtt"),
+        targets=targets,
     )
 
     # Correctness of what was measured (not timing): visible-change-only state writes.

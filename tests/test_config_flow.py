@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-from unittest.mock import patch
 
 from homeassistant import config_entries
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
-import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.heartbeat_iot import config_flow
 from custom_components.heartbeat_iot.const import (
     CONF_COMMAND_RETRIES,
     CONF_HOME_ID,
@@ -25,13 +21,6 @@ from custom_components.heartbeat_iot.const import (
 )
 
 from .conftest import publish
-
-
-@pytest.fixture(autouse=True)
-def fast_scan() -> Any:
-    """The user step listens for birth messages; keep that short in tests."""
-    with patch.object(config_flow, "SCAN_SECONDS", 0.05):
-        yield
 
 
 def _info(topic: str) -> MqttServiceInfo:
@@ -61,26 +50,37 @@ async def test_user_step_creates_entry(hass: HomeAssistant, mqtt_mock: Any) -> N
     assert result["result"].unique_id == "home1"
 
 
-async def test_user_step_offers_homes_seen_on_broker(hass: HomeAssistant, mqtt_mock: Any) -> None:
+async def test_user_step_offers_homes_seen_on_broker_at_once(
+    hass: HomeAssistant, mqtt_mock: Any
+) -> None:
+    """Homes found by HA's MQTT discovery are offered without scanning the broker again."""
     MockConfigEntry(domain=DOMAIN, data={CONF_HOME_ID: "done"}, unique_id="done").add_to_hass(hass)
-    with patch.object(config_flow, "SCAN_SECONDS", 0.3):
-        task = hass.async_create_task(
-            hass.config_entries.flow.async_init(
-                DOMAIN, context={"source": config_entries.SOURCE_USER}
-            )
-        )
-        await asyncio.sleep(0.1)  # the scan has subscribed; the broker replays retained births
-        for home in ("garage", "attic", "done"):
-            publish(hass, "n1", "status", "online", {"online": True}, retain=True, home=home)
-        publish(hass, "n1", "telemetry", "power", {"value": 1}, home="nothome")
-        result = await task
+    for home in ("garage", "attic", "done"):
+        publish(hass, "n1", "status", "online", {"online": True}, retain=True, home=home)
+    publish(hass, "n1", "telemetry", "power", {"value": 1}, home="nothome")
+    await hass.async_block_till_done(wait_background_tasks=True)
+    subscriptions = mqtt_mock.async_subscribe.call_count
+
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": config_entries.SOURCE_USER}
+    )
+
     assert result["type"] is FlowResultType.FORM
+    assert mqtt_mock.async_subscribe.call_count == subscriptions  # no scan, no wait
     # Already configured homes are not offered; only birth messages count.
     assert result["description_placeholders"] == {"seen": "attic, garage"}
-    schema = result["data_schema"].schema
-    selector = schema[CONF_HOME_ID]
+    selector = result["data_schema"].schema[CONF_HOME_ID]
     assert selector.config["options"] == ["attic", "garage"]
     assert selector.config["custom_value"] is True
+
+    # Picking a discovered home adds it and closes its discovery card.
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_HOME_ID: "attic"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    left = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [flow["context"]["unique_id"] for flow in left] == ["garage"]
 
 
 async def test_user_step_invalid_then_fixed(hass: HomeAssistant, mqtt_mock: Any) -> None:

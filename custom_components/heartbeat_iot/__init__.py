@@ -14,6 +14,7 @@ from .device import node_id_for_device
 from .models import HomeSyncConfigEntry, HomeSyncOptions, build_runtime_data
 from .services import async_setup_services
 from .storage import node_store
+from .tcp_nodelay import async_enable_tcp_nodelay
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -30,6 +31,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> 
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
     data = build_runtime_data(hass, entry)
+    if data.options.tcp_nodelay:
+        # Commands confirm in ~2 ms instead of ~25 ms (benchmarks/bench_relay.py).
+        entry.async_on_unload(async_enable_tcp_nodelay(hass, entry.entry_id))
     await data.async_start()
     entry.runtime_data = data
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))

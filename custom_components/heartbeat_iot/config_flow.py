@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import (
+    SOURCE_MQTT,
     SOURCE_RECONFIGURE,
     ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlow,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -36,31 +36,12 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
     DOMAIN,
 )
-from .homesync.protocol import DISCOVERY_TOPIC, ProtocolError, is_valid_id, parse_topic
-
-# How long the user step listens for retained birth messages to offer the homes it sees.
-SCAN_SECONDS = 2.0
-
-
-async def async_scan_home_ids(hass: HomeAssistant, seconds: float = SCAN_SECONDS) -> set[str]:
-    """Home ids whose nodes have a (retained) birth message on the broker."""
-    found: set[str] = set()
-
-    @callback
-    def collect(msg: mqtt.ReceiveMessage) -> None:
-        with contextlib.suppress(ProtocolError):
-            found.add(parse_topic(msg.topic).home_id)
-
-    unsubscribe = await mqtt.async_subscribe(hass, DISCOVERY_TOPIC, collect, qos=0, encoding=None)
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        unsubscribe()
-    return found
+from .homesync.protocol import ProtocolError, is_valid_id, parse_topic
 
 
 def _number(minimum: float, maximum: float, step: float, unit: str = "") -> NumberSelector:
@@ -81,6 +62,7 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+        vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
     }
 )
 _INTEGER_OPTIONS = {
@@ -91,6 +73,14 @@ _INTEGER_OPTIONS = {
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
 }
+_BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}
+
+
+def _option_value(key: str, value: Any) -> int | float | bool:
+    """Number selectors hand back floats; whole-number options are stored as ints."""
+    if key in _BOOLEAN_OPTIONS:
+        return bool(value)
+    return int(value) if key in _INTEGER_OPTIONS else float(value)
 
 
 class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -118,11 +108,12 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             if not is_valid_id(home_id):
                 errors[CONF_HOME_ID] = "invalid_home_id"
             else:
-                await self.async_set_unique_id(home_id)
+                # A discovery card for the same home may be open: creating the entry
+                # closes it (Home Assistant aborts flows with the same unique id).
+                await self.async_set_unique_id(home_id, raise_on_progress=False)
                 self._abort_if_unique_id_configured()
                 return self._create(home_id)
-        configured = {entry.unique_id for entry in self._async_current_entries()}
-        seen = sorted(await async_scan_home_ids(self.hass) - configured)
+        seen = self._discovered_home_ids()
         return self.async_show_form(
             step_id="user",
             data_schema=vol.Schema(
@@ -136,6 +127,25 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             ),
             description_placeholders={"seen": ", ".join(seen) or "-"},
             errors=errors,
+        )
+
+    @callback
+    def _discovered_home_ids(self) -> list[str]:
+        """Homes Home Assistant's MQTT discovery found and nobody has added yet.
+
+        The manifest's `mqtt` topic makes Home Assistant start a discovery flow per home it sees
+        (retained births included) as soon as MQTT is up, so the list is there at once: no
+        broker scan, no wait before the form.
+        """
+        configured = {entry.unique_id for entry in self._async_current_entries()}
+        return sorted(
+            {
+                home_id
+                for flow in self._async_in_progress(include_uninitialized=True)
+                if flow["context"].get("source") == SOURCE_MQTT
+                and isinstance(home_id := flow["context"].get("unique_id"), str)
+            }
+            - configured
         )
 
     async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
@@ -207,10 +217,7 @@ class HomeSyncOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """One form with every option."""
         if user_input is not None:
-            options = {
-                key: int(value) if key in _INTEGER_OPTIONS else float(value)
-                for key, value in user_input.items()
-            }
+            options = {key: _option_value(key, value) for key, value in user_input.items()}
             return self.async_create_entry(data=options)
         return self.async_show_form(
             step_id="init",

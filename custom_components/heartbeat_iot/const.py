@@ -21,6 +21,8 @@ CONF_FLAP_WINDOW: Final = "flap_window"
 CONF_OFFLINE_RATIO: Final = "offline_ratio_threshold"
 CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_COMMAND_RETRIES: Final = "command_retries"
+# Set TCP_NODELAY on Home Assistant's MQTT connection (tcp_nodelay.py).
+CONF_TCP_NODELAY: Final = "tcp_nodelay"
 
 DEFAULT_MAX_NODES: Final = 256
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30
@@ -31,6 +33,7 @@ DEFAULT_FLAP_WINDOW: Final = 600
 DEFAULT_OFFLINE_RATIO: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 DEFAULT_COMMAND_RETRIES: Final = 3
+DEFAULT_TCP_NODELAY: Final = True
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
@@ -42,6 +45,7 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_OFFLINE_RATIO: DEFAULT_OFFLINE_RATIO,
     CONF_COMMAND_TIMEOUT: DEFAULT_COMMAND_TIMEOUT,
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
+    CONF_TCP_NODELAY: DEFAULT_TCP_NODELAY,
 }
 
 PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]

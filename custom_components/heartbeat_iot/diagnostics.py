@@ -12,6 +12,7 @@ from homeassistant.util import dt as dt_util
 
 from .homesync.tracker import NodeStatus
 from .models import HomeSyncConfigEntry
+from .tcp_nodelay import tcp_nodelay_status
 
 # Nodes never send credentials, but a future option or a misbehaving node might.
 TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}
@@ -28,6 +29,8 @@ async def async_get_config_entry_diagnostics(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
             "broker_connected": availability.broker_connected,
+            # TCP_NODELAY on HA's MQTT connection: on / off (option) / unsupported (why) ...
+            "tcp_nodelay": tcp_nodelay_status(hass),
             "fleet": {
                 "online": online,
                 "offline": offline,

@@ -27,6 +27,7 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
 )
@@ -57,6 +58,7 @@ class HomeSyncOptions:
     offline_ratio_threshold: float
     command_timeout: float
     command_retries: int
+    tcp_nodelay: bool  # set TCP_NODELAY on Home Assistant's MQTT connection
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -72,6 +74,7 @@ class HomeSyncOptions:
             offline_ratio_threshold=float(merged[CONF_OFFLINE_RATIO]),
             command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
+            tcp_nodelay=bool(merged[CONF_TCP_NODELAY]),
         )
 
     @property

@@ -1,0 +1,122 @@
+"""TCP_NODELAY on Home Assistant's real MQTT client socket, against a real mosquitto.
+
+The unit tests (tests/test_tcp_nodelay.py) use the harness's mocked paho client; this one
+proves the feature detection finds the socket of Home Assistant 2025.4's real client, and that
+a reconnect (broker restarted on the same port) gets the option again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+import importlib.util
+from pathlib import Path
+import socket
+import time
+from types import ModuleType
+from typing import Any
+
+from homeassistant.components import mqtt
+import homeassistant.components.mqtt.client as mqtt_client
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_harness() -> ModuleType:
+    path = REPO / "firmware" / "tests" / "harness.py"
+    spec = importlib.util.spec_from_file_location("_heartbeat_iot_nodelay_harness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+@pytest.fixture
+def broker(socket_enabled: None, tmp_path: Path) -> Iterator[Any]:
+    """A real mosquitto on a free loopback port."""
+    server = harness.Broker(str(tmp_path))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+def ha_socket(hass: HomeAssistant) -> socket.socket | None:
+    sock = hass.data[mqtt.DOMAIN].client._mqttc.socket()  # the test may look inside
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def nodelay(hass: HomeAssistant) -> bool | None:
+    sock = ha_socket(hass)
+    if sock is None or sock.fileno() < 0:
+        return None
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+async def test_real_client_socket_gets_tcp_nodelay_and_keeps_it_across_reconnects(
+    hass: HomeAssistant, broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt_client, "RECONNECT_INTERVAL_SECONDS", 0.2)
+    mqtt_entry = MockConfigEntry(
+        domain=mqtt.DOMAIN,
+        data={"broker": "127.0.0.1", "port": broker.port},
+        version=1,
+        minor_version=2,
+    )
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="HomeSync e2e",
+        data={CONF_HOME_ID: "e2e"},
+        options=dict(DEFAULT_OPTIONS),
+        unique_id="e2e",
+    )
+    config_yaml = Path(hass.config.path("configuration.yaml"))
+    await hass.async_add_executor_job(config_yaml.write_text, "")
+    try:
+        mqtt_entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
+        await wait_until(lambda: mqtt.is_connected(hass), 10, "HA's MQTT client connected")
+        assert nodelay(hass) is False  # Home Assistant on its own leaves Nagle on
+
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        assert nodelay(hass) is True
+        first = ha_socket(hass)
+
+        await hass.async_add_executor_job(broker.stop)
+        await wait_until(lambda: not mqtt.is_connected(hass), 10, "HA noticed the broker left")
+        await hass.async_add_executor_job(broker.start)
+        await wait_until(lambda: mqtt.is_connected(hass), 15, "HA's MQTT client reconnected")
+        await hass.async_block_till_done()
+        assert ha_socket(hass) is not first  # a new connection...
+        assert nodelay(hass) is True  # ...with the option set again
+
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+        assert nodelay(hass) is False  # left as we found it
+    finally:
+        for config_entry in (entry, mqtt_entry):
+            if config_entry.state is ConfigEntryState.LOADED:
+                await hass.config_entries.async_unload(config_entry.entry_id)
+        await hass.async_block_till_done()
