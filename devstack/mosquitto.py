@@ -10,15 +10,39 @@ algorithm (see docs/architecture.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
 from pathlib import Path
 import shutil
+import subprocess
 import time
 
 from .ports import HOST, free_port, port_in_use, wait_listening
 from .procs import PartError, Proc
 
 AUTOSAVE_INTERVAL_S = 1
+HA_USER = "homeassistant"
+
+# The HomeSync ACL (docs/security.md, examples/mosquitto/acl). Home Assistant's user reads
+# every HomeSync topic and writes only commands and the hub announcement; every node logs in
+# with its node id as user name and writes only below its own node id (``%u``), so no client
+# can forge another node's status, will, readings or answers.
+HOMESYNC_ACL = f"""\
+# Home Assistant (its MQTT integration logs in as "{HA_USER}")
+user {HA_USER}
+topic read homesync/#
+topic write homesync/+/nodes/+/command/#
+topic write homesync/+/hub/status
+topic readwrite homeassistant/#
+
+# Every node: user name = node id
+pattern write homesync/+/nodes/%u/status/#
+pattern write homesync/+/nodes/%u/telemetry/#
+pattern write homesync/+/nodes/%u/response/#
+pattern read homesync/+/nodes/%u/command/#
+pattern read homesync/+/nodes/%u/status/online
+pattern read homesync/+/hub/status
+"""
 
 
 def find_mosquitto() -> str:
@@ -29,6 +53,25 @@ def find_mosquitto() -> str:
     if os.access("/usr/sbin/mosquitto", os.X_OK):
         return "/usr/sbin/mosquitto"
     raise PartError("mosquitto", "not installed (./scripts/setup installs Debian's mosquitto)")
+
+
+def write_password_file(path: Path, passwords: Mapping[str, str]) -> None:
+    """A mosquitto password file of salted hashes: ``user:password`` lines written 0600,
+    then hashed in place by ``mosquitto_passwd -U`` (passwords never appear in an argv)."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not os.access(tool, os.X_OK):
+        raise PartError("mosquitto", "mosquitto_passwd not found (Debian package mosquitto)")
+    for user in passwords:
+        if not user or ":" in user or "\n" in user:
+            raise ValueError(f"user name {user!r} cannot go in a password file")
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"{user}:{password}\n" for user, password in passwords.items())
+    done = subprocess.run([tool, "-U", str(path)], capture_output=True, check=False, timeout=30)
+    if done.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise PartError("mosquitto", "mosquitto_passwd -U could not hash the password file")
 
 
 class Mosquitto:
@@ -43,12 +86,17 @@ class Mosquitto:
         *,
         persistence: bool = True,
         acl: str | None = None,
+        passwords: Mapping[str, str] | None = None,
     ) -> None:
+        """``acl``: acl_file text (e.g. ``HOMESYNC_ACL``); ``passwords``: user -> password,
+        hashed into a password file with ``mosquitto_passwd`` (anonymous clients refused)."""
         self.workdir = Path(workdir)
         self.host = HOST
         self.port = port if port is not None else free_port()
         self.persistence = persistence
         self.acl = acl
+        self.passwords = dict(passwords) if passwords is not None else None
+        self.password_path = self.workdir / "passwd"
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: Proc | None = None
@@ -57,7 +105,6 @@ class Mosquitto:
         """The broker configuration (brokers with ACLs or passwords extend it)."""
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
             "set_tcp_nodelay true",
             # $SYS/broker/clients/connected every second: tests read who is connected.
             "sys_interval 1",
@@ -70,6 +117,10 @@ class Mosquitto:
             "log_timestamp_format %H:%M:%S",
             "max_queued_messages 10000",
         ]
+        if self.passwords is None:
+            lines.insert(1, "allow_anonymous true")
+        else:
+            lines[1:1] = ["allow_anonymous false", f"password_file {self.password_path}"]
         if os.geteuid() == 0:
             lines.insert(0, "user root")  # else it drops to `mosquitto` and cannot write here
         if self.persistence:
@@ -85,8 +136,10 @@ class Mosquitto:
         return lines
 
     def write_config(self) -> None:
-        """(Re)write ``mosquitto.conf``."""
+        """(Re)write ``mosquitto.conf`` (and the password file, when there are passwords)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.passwords is not None:
+            write_password_file(self.password_path, self.passwords)
         self.config_path.write_text("\n".join(self.config_lines()) + "\n")
 
     def start(self, timeout: float = 10.0) -> None:

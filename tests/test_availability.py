@@ -94,7 +94,7 @@ async def test_frozen_node_goes_offline_at_timeout(
         "home_id": HOME,
         "node_id": "plug",
         "reason": "timeout",
-        "timeout": 90.0,  # the silence it missed, for automations and the logbook
+        "timeout": 90.0,  # for the logbook's "no heartbeat for 90 s"
     }
     # Readings of an offline node are unavailable; the connectivity sensor shows "off".
     assert state(hass, "plug", "power", "sensor").state == STATE_UNAVAILABLE

@@ -46,6 +46,7 @@ class Broker:
             "set_tcp_nodelay true",
             "persistence true",
             "persistence_location {}/".format(workdir),
+            "autosave_interval 1",  # a killed broker keeps sessions up to the last second
             "log_dest file {}".format(self.logfile),
             "log_type all",
         ]

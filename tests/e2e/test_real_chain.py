@@ -266,7 +266,9 @@ def peer(peer_factory: Callable[..., Any]) -> Any:
 class HubWitness:
     """Records what is published on ``homesync/<home>/hub/status`` (the hub announcement)."""
 
-    def __init__(self, port: int, home: str) -> None:
+    def __init__(
+        self, port: int, home: str, username: str | None = None, password: str | None = None
+    ) -> None:
         self.topic = f"homesync/{home}/hub/status"
         self.messages: list[tuple[float, Any, bool]] = []
         self._lock = threading.Lock()
@@ -276,6 +278,8 @@ class HubWitness:
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.on_message = self._on_message
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
         self.client.subscribe(self.topic, qos=1)
