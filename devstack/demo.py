@@ -1,6 +1,10 @@
 """``./scripts/demo``: mosquitto, a real Home Assistant and a simulated fleet, on 127.0.0.1.
 
-    ./scripts/demo [--port 8123] [--nodes 12] [--fresh]
+    ./scripts/demo [--port 8123] [--nodes 12] [--fresh] [--broker mosquitto|rabbitmq]
+
+``--broker rabbitmq`` runs a three-member RabbitMQ cluster instead of mosquitto: the plugs
+connect to member 1 with every member in their broker list, Home Assistant to member 2
+(docs/brokers.md).
 
 State lives in ``.demo/`` (reused by the next run; ``--fresh`` starts over): ``config/`` is
 Home Assistant's config dir, ``login.json`` the generated login, one log file per part.
@@ -28,6 +32,7 @@ from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, p
 from .mosquitto import Mosquitto
 from .ports import free_port, port_in_use
 from .procs import PartError, Stack, tail
+from .rabbitmq import UNAVAILABLE, RabbitCluster, RabbitError, available
 from .ui import (
     DASHBOARD_TITLE,
     FleetEntities,
@@ -101,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=12, help="simulated plugs (12)")
     p.add_argument("--fresh", action="store_true", help="forget .demo/ and start over")
     p.add_argument(
+        "--broker",
+        choices=("mosquitto", "rabbitmq"),
+        default="mosquitto",
+        help="mosquitto (default) or a 3-member RabbitMQ cluster (~20-60 s to start)",
+    )
+    p.add_argument(
         "--micropython",
         type=int,
         default=2,
@@ -171,6 +182,8 @@ class Demo:
         self.stack = Stack()
         self.pids: dict[str, int] = {}
         self.broker: Mosquitto | None = None
+        self.cluster: RabbitCluster | None = None
+        self.node_brokers: list[str] = []  # the plugs' mqtt.brokers list (cluster only)
         self.hass: Hass | None = None
         self.fleet: Fleet | None = None
         self.client: HassClient | None = None
@@ -221,14 +234,17 @@ class Demo:
         """Bring every part up, in order; configure what the user sees first."""
         t0 = time.monotonic()
         login = self.prepare()
-        broker_port = self.start_broker()
-        self.start_hass(broker_port)
+        if self.args.broker == "rabbitmq":
+            ha_port, node_port = self.start_cluster()
+        else:
+            ha_port = node_port = self.start_broker()
+        self.start_hass(ha_port)
         say(f"Home Assistant answers after {time.monotonic() - t0:.0f} s; onboarding")
         assert self.hass is not None
         self.client = onboard(self.hass, login["username"], login["password"], name="Demo")
-        add_mqtt_entry(self.client, "127.0.0.1", broker_port)
+        add_mqtt_entry(self.client, "127.0.0.1", ha_port)
         plot = scenario(self.args.nodes)
-        self.start_fleet(broker_port, plot)
+        self.start_fleet(node_port, plot)
         self.configure()
         say(f"ready after {time.monotonic() - t0:.0f} s")
         self.banner(login, plot)
@@ -246,6 +262,29 @@ class Demo:
         self.broker.start()
         self._record("mosquitto", self.broker.pid)
         return port
+
+    def start_cluster(self) -> tuple[int, int]:
+        """Three RabbitMQ members; returns (Home Assistant's MQTT port, the plugs' first)."""
+        if not available():
+            raise PartError("rabbitmq", UNAVAILABLE)
+        cluster = RabbitCluster(self.root / "rabbitmq", nodes=3)
+        self.cluster = cluster
+        say(
+            "starting a 3-member RabbitMQ cluster on 127.0.0.1 (MQTT ports "
+            + ", ".join(str(m.mqtt_port) for m in cluster.members)
+            + f"; logs {self.rel(cluster.dir)}/rabbit*/log/); this takes 20-60 s"
+        )
+        self.stack.add("rabbitmq", cluster.stop)
+        try:
+            cluster.start()
+        except RabbitError as err:
+            raise PartError("rabbitmq", str(err), cluster.log_path) from None
+        for member in cluster.members:
+            if member.proc is not None:
+                self._record(member.name.split("@")[0], member.proc.pid)
+        say(f"cluster up after {cluster.start_seconds or 0:.0f} s")
+        self.node_brokers = cluster.brokers
+        return cluster.members[1].mqtt_port, cluster.members[0].mqtt_port
 
     def start_hass(self, broker_port: int) -> None:
         """Home Assistant on --port, its MQTT entry pointed at this run's broker."""
@@ -268,6 +307,9 @@ class Demo:
         """The simulated plugs; the last few under real MicroPython."""
         mp = self.args.micropython if micropython_available() else 0
         mp = max(0, min(mp, self.args.nodes - 4 if plot else self.args.nodes))
+        node_config = plot.node_config() if plot else []
+        if self.node_brokers:  # a cluster: every plug gets every member, its own first
+            node_config.append(f"*:mqtt={json.dumps({'brokers': self.node_brokers})}")
         self.fleet = Fleet(
             self.root / "fleet",
             broker_port,
@@ -275,7 +317,7 @@ class Demo:
             nodes=self.args.nodes,
             micropython=mp,
             faults=plot.faults() if plot else [],
-            node_config=plot.node_config() if plot else [],
+            node_config=node_config,
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"
@@ -319,6 +361,8 @@ class Demo:
         logs = [self.hass.stdout_path, self.hass.log_path]
         if self.broker is not None:
             logs.append(self.broker.log_path)
+        if self.cluster is not None:
+            logs += [m.log_path for m in self.cluster.members]
         if self.fleet is not None:
             logs.append(self.fleet.log_path)
         lines += [
@@ -337,6 +381,10 @@ class Demo:
             for part in (self.broker, self.hass, self.fleet):
                 if part is not None and part.proc is not None:
                     part.proc.check()
+            if self.cluster is not None:
+                for member in self.cluster.members:
+                    if not member.running:
+                        raise PartError("rabbitmq", f"{member.name} exited", member.log_path)
             if (
                 self.args.exit_after is not None
                 and time.monotonic() - started > self.args.exit_after

@@ -24,6 +24,7 @@ CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_COMMAND_RETRIES: Final = "command_retries"
 # Set TCP_NODELAY on Home Assistant's MQTT connection (tcp_nodelay.py).
 CONF_TCP_NODELAY: Final = "tcp_nodelay"
+CONF_STALE_DAYS: Final = "stale_after_days"
 
 DEFAULT_MAX_NODES: Final = 256
 DEFAULT_MAX_METRICS: Final = 32  # per node
@@ -36,6 +37,7 @@ DEFAULT_OFFLINE_RATIO: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 DEFAULT_COMMAND_RETRIES: Final = 3
 DEFAULT_TCP_NODELAY: Final = True
+DEFAULT_STALE_DAYS: Final = 7
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
@@ -49,6 +51,7 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_COMMAND_TIMEOUT: DEFAULT_COMMAND_TIMEOUT,
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
     CONF_TCP_NODELAY: DEFAULT_TCP_NODELAY,
+    CONF_STALE_DAYS: DEFAULT_STALE_DAYS,
 }
 
 PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
@@ -79,3 +82,4 @@ EVENT_COMMAND_FAILED: Final = f"{DOMAIN}_command_failed"
 # Issue ids in the repair registry.
 ISSUE_MAX_NODES: Final = "max_nodes_exceeded"
 ISSUE_MAX_METRICS: Final = "max_metrics_exceeded"
+ISSUE_STALE_NODE: Final = "stale_node"
