@@ -33,14 +33,17 @@ from .const import (
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
+    CONF_MAX_METRICS,
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_STALE_DAYS,
     CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
     DOMAIN,
 )
+from .device import async_move_home
 from .homesync.protocol import ProtocolError, is_valid_id, parse_topic
 
 
@@ -62,7 +65,9 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+        vol.Required(CONF_MAX_METRICS): _number(1, 1024, 1),
         vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
+        vol.Required(CONF_STALE_DAYS): _number(1, 365, 1, "d"),
     }
 )
 _INTEGER_OPTIONS = {
@@ -72,6 +77,8 @@ _INTEGER_OPTIONS = {
     CONF_FLAP_WINDOW,
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
+    CONF_MAX_METRICS,
+    CONF_STALE_DAYS,
 }
 _BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}
 
@@ -178,6 +185,7 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             await self.async_set_unique_id(home_id)
             if home_id != entry.unique_id:
                 self._abort_if_unique_id_configured()
+                async_move_home(self.hass, entry.entry_id, entry.data[CONF_HOME_ID], home_id)
             return self.async_update_reload_and_abort(
                 entry,
                 unique_id=home_id,
