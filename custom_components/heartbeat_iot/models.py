@@ -25,10 +25,12 @@ from .const import (
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
+    CONF_MAX_METRICS,
     CONF_MAX_NODES,
     CONF_MAX_PARALLEL_UPDATES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_STALE_DAYS,
     CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
@@ -39,6 +41,7 @@ from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
 from .outputs import NodeOutputs
+from .stale import DAY, StaleNodeMonitor
 from .storage import NodeStorage, collect, restore
 from .updates import Updates
 
@@ -53,6 +56,7 @@ class HomeSyncOptions:
     """The entry options, typed; defaults for anything missing."""
 
     max_nodes: int
+    max_metrics: int
     heartbeat_interval: float
     timeout_multiplier: float
     min_timeout: float
@@ -62,6 +66,7 @@ class HomeSyncOptions:
     command_timeout: float
     command_retries: int
     tcp_nodelay: bool  # set TCP_NODELAY on Home Assistant's MQTT connection
+    stale_after_days: int  # silence after which a repair offers to remove a node
     max_parallel_updates: int
     firmware_path: str | None  # a bundle file or folder; None: the default places
 
@@ -71,6 +76,7 @@ class HomeSyncOptions:
         merged = {**DEFAULT_OPTIONS, **options}
         return cls(
             max_nodes=int(merged[CONF_MAX_NODES]),
+            max_metrics=int(merged[CONF_MAX_METRICS]),
             heartbeat_interval=float(merged[CONF_HEARTBEAT_INTERVAL]),
             timeout_multiplier=float(merged[CONF_TIMEOUT_MULTIPLIER]),
             min_timeout=float(merged[CONF_MIN_TIMEOUT]),
@@ -80,6 +86,7 @@ class HomeSyncOptions:
             command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
             tcp_nodelay=bool(merged[CONF_TCP_NODELAY]),
+            stale_after_days=int(merged[CONF_STALE_DAYS]),
             max_parallel_updates=int(merged[CONF_MAX_PARALLEL_UPDATES]),
             firmware_path=str(merged.get(CONF_FIRMWARE_PATH) or "").strip() or None,
         )
@@ -108,6 +115,7 @@ class HomeSyncRuntimeData:
     availability: AvailabilityMonitor  # tracker, its timer, transition logs, node events
     control: NodeControl  # commands, confirmations, offline queue
     storage: NodeStorage  # the Store of the home
+    stale: StaleNodeMonitor  # repair issues for nodes silent for days
     hub: HomeSyncHub  # subscription and routing
     firmware: FirmwareUpdates  # the bundle on offer, update jobs and their queue
 
@@ -122,12 +130,14 @@ class HomeSyncRuntimeData:
         )
         self.nodes.async_register_devices()
         self.availability.async_start()
+        self.stale.async_start()
         await self.firmware.async_start()
         await self.hub.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
+        self.stale.async_stop()
         self.firmware.async_stop()
         self.availability.async_stop()
         self.control.stop()
@@ -141,6 +151,7 @@ class HomeSyncRuntimeData:
         self.availability.async_forget(node_id)
         self.outputs.forget(node_id)
         self.control.forget(node_id)
+        self.stale.forget(node_id)
         self.storage.schedule_save()
 
 
@@ -167,6 +178,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         entry_id=entry.entry_id,
         home_id=home_id,
         max_nodes=options.max_nodes,
+        max_metrics=options.max_metrics,
         updates=updates,
         schedule_save=storage.schedule_save,
     )
@@ -196,6 +208,20 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         device_id=nodes.device_id,
         schedule_save=storage.schedule_save,
         spawn=spawn,
+    )
+
+    def last_seen(node_id: str) -> float | None:
+        status = availability.status(node_id)
+        return None if status is None else status.last_seen
+
+    stale = StaleNodeMonitor(
+        hass,
+        entry_id=entry.entry_id,
+        stale_after=options.stale_after_days * DAY,
+        clock=now,
+        known_nodes=lambda: nodes,
+        last_seen=last_seen,
+        node_name=nodes.node_name,
     )
     firmware = FirmwareUpdates(
         hass,
@@ -229,6 +255,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         availability=availability,
         control=control,
         storage=storage,
+        stale=stale,
         hub=hub,
         firmware=firmware,
     )
