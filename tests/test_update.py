@@ -302,7 +302,7 @@ async def test_success_answer_alone_does_not_confirm(
     ota(hass, "plug1", rid, "success", version="0.2.0")  # but it still reports 0.1.0
     await settle()
     assert not task.done()
-    await advance(freezer, hass, fw.REBOOT_TIMEOUT + 2, step=10)
+    await advance(hass, freezer, fw.REBOOT_TIMEOUT + 2, step=10)
     with pytest.raises(HomeAssistantError, match="did not come back running firmware 0.2.0"):
         await task
 
@@ -373,7 +373,7 @@ async def test_silent_node_times_out(
     await settle()
     task = install(hass, "plug1")
     await settle()
-    await advance(freezer, hass, fw.ANSWER_TIMEOUT + 2)
+    await advance(hass, freezer, fw.ANSWER_TIMEOUT + 2)
     with pytest.raises(HomeAssistantError, match="did not answer the update"):
         await task
 
