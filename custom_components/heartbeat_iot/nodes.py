@@ -179,15 +179,17 @@ class NodeRegistry(Mapping[str, NodeData]):
             return
         spec = node.metrics.get(key) or metric_spec(key, data.get("unit"))
         value = normalize_value(spec, data["value"], data.get("unit"))
-        is_new = key not in node.metrics
-        node.values[key] = value
-        if is_new:
+        values = node.values
+        if key not in node.metrics:
+            values[key] = value
             node.metrics[key] = spec
             self._schedule_save()
             self.newest_metric = (node.node_id, key)
             self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        else:
+        elif key not in values or values[key] != value:
+            values[key] = value
             self._updates.async_notify(node.node_id, key)
+        # else: the same reading again (the common case): nothing to tell anyone
 
     @callback
     def async_set_firmware(self, node: NodeData, version: str) -> None:
