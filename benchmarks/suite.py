@@ -59,6 +59,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     harness("bench_hub.py"),
     harness("bench_relay.py"),
     script("bench_system.py"),
+    script("bench_brokers.py", timeout_s=1800, quick_timeout_s=120),
 )
 
 # The targets of issue 14, by id: what RESULTS.md reports as met / missed / not measured.

@@ -304,8 +304,11 @@ class App:
                 telemetry.set_interval(node.telemetry_interval * 1000)
             if healthy:
                 self.last_progress = hal.ticks_ms()
-                if node.connects and heartbeat.due() and await self._publish(node.heartbeat()):
-                    await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
+                if node.connects and heartbeat.due():
+                    beat = node.heartbeat()  # seq counts beats missed while disconnected
+                    # QoS 1: never queue stale beats in flight (docs/protocol.md, Heartbeat QoS)
+                    if self.mqtt.connected and await self._publish(beat):
+                        await self.ota.heartbeat_sent()  # healthy cycle: ends OTA probation
                 if self.mqtt.connected and telemetry.due():
                     for msg in node.telemetry():
                         await self._publish(msg)

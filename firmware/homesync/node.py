@@ -190,7 +190,8 @@ class Node:
             self.seq, self.uptime.seconds(), self.heartbeat_interval, self.relay, self.led_state()
         )
         self.seq += 1
-        return self._msg("status", "heartbeat", obj, 0, False)
+        # QoS 1: a broker under load drops QoS 0 first (docs/protocol.md, "Heartbeat QoS").
+        return self._msg("status", "heartbeat", obj, 1, False)
 
     def update_reading(self, reading, energy_wh=0.0):
         """Store a meter reading (dict of metric -> number); relay off forces zero load."""

@@ -83,7 +83,7 @@ def test_birth_subscriptions_heartbeat_and_telemetry():
         assert beats[0][1]["seq"] == 0
         assert beats[1][1]["seq"] == 1
         assert beats[0][1]["interval"] == 1
-        assert beats[0][2:] == (0, False)
+        assert beats[0][2:] == (1, False)  # QoS 1 (docs/protocol.md, "Heartbeat QoS")
         assert published(broker.conn, "telemetry/energy")
         assert hal.feeds > 0
         assert hal.wdt_ms == 2000

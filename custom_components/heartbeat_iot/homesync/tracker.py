@@ -1,14 +1,17 @@
-"""Heartbeat-based availability of HomeSync nodes (docs/architecture.md §5), free of Home Assistant.
+"""Heartbeat-based availability of HomeSync nodes (docs/availability.md), free of Home Assistant.
 
 The tracker owns, per node, ``last_seen``, ``state`` and ``reason`` and decides availability from
 application messages: every non-retained message is proof of life, the LWT / ``online: false`` is a
-fast path to offline, and silence longer than the node's timeout makes it offline. Time comes from
-an injected wall clock so tests (and HA restarts, via :meth:`HeartbeatTracker.export` /
-:meth:`HeartbeatTracker.restore`) are deterministic.
+fast path to offline, and silence longer than the node's timeout makes it offline. A node known
+only from retained messages (first setup, or a Home Assistant start that outlived its deadline)
+is ``unknown``: neither online nor offline, in no fleet count, until it speaks live or its
+timeout passes since it became known. Time comes from an injected wall clock so tests (and HA
+restarts, via :meth:`HeartbeatTracker.export` / :meth:`HeartbeatTracker.restore`) are
+deterministic.
 
 Every public call returns an :class:`Outcome`: the nodes whose user-visible status changed and the
 bus events to fire. ``last_seen`` alone is deliberately not a user-visible change: it moves with
-every message, and writing entity states per heartbeat is what docs/architecture.md §5 forbids.
+every message, and writing entity states per heartbeat is what docs/architecture.md forbids.
 
 Scheduling invariant (the reason this scales to many nodes at O(1) per message):
 there is ONE min-heap of ``(due_time, node_id)`` entries, and for every node with work pending
@@ -17,12 +20,13 @@ there is ONE min-heap of ``(due_time, node_id)`` entries, and for every node wit
 nothing; :meth:`HeartbeatTracker.tick` pops due entries and, when the node's real due time moved
 later, pushes it back once. Entries whose time differs from ``node.scheduled`` (or whose node was
 forgotten) are stale and dropped when popped. A push happens only when a due time moves *earlier*
-(new node, offline -> online, shorter timeout, clock stepped back, flapping started).
+(new node, offline -> online, shorter timeout, clock stepped back, flapping started, a silence
+held while the whole fleet is quiet). The empty node id (never a valid node id) is the heap entry
+of the fleet-wide silence check (see :meth:`HeartbeatTracker.tick`).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,23 +39,39 @@ from .clock import Clock
 REASON_HEARTBEAT = "heartbeat"
 REASON_MESSAGE = "message"
 REASON_TIMEOUT = "timeout"
+# Known (retained messages, or persisted) but not heard live since it became known; offline with
+# this reason once its timeout passed since then.
 REASON_NOT_SEEN = "not_seen"
+# Unknown after a Home Assistant start: it was online, but its deadline passed while HA was down.
+REASON_RESTARTED = "restarted"
 REASON_BOOT = "boot"
 REASON_SEQ_RESET = "seq_reset"
 REASON_UPTIME_RESET = "uptime_reset"
 REASON_FLAPPING = "flapping"
 REASON_FLAPPING_ENDED = "flapping_ended"
+# Back online: a live message contradicted its offline status (will / online: false) within
+# TrackerSettings.will_window seconds: a reconnect race or a forged will. Not counted as flapping.
+REASON_WILL_CONTRADICTED = "will_contradicted"
+# Offline after most of the fleet went silent at once and stayed silent for one more timeout.
+REASON_MASS_SILENCE = "mass_silence"
 
 # The heap is rebuilt from the nodes when stale entries outnumber live ones by this much, so a
 # pathological sequence (e.g. many forgets or shrinking overrides) cannot grow it without bound.
 _HEAP_SLACK = 64
+# Heap entry of the fleet-wide silence check (node ids are never empty).
+_FLEET = ""
+# A node is "late" once it has not been heard for this many heartbeat intervals (it missed one).
+_LATE_INTERVALS = 1.5
+# How often the fleet is re-checked while silence is suspected, and how long a scan is reused.
+_FLEET_RECHECK = 1.0
 
 
 class Availability(StrEnum):
-    """What the connectivity binary sensor shows."""
+    """What the connectivity binary sensor shows (unknown: not heard live yet)."""
 
     ONLINE = "online"
     OFFLINE = "offline"
+    UNKNOWN = "unknown"
 
 
 class EventType(StrEnum):
@@ -73,16 +93,35 @@ class TrackerSettings:
     flap_transitions: int = 5  # >= this many transitions ...
     flap_window: float = 600.0  # ... within this many seconds => flapping
     link_window: int = 20  # heartbeats considered for link quality
+    # An offline status contradicted by a live message within this many seconds is a race or a
+    # forgery (REASON_WILL_CONTRADICTED), and neither transition counts towards flapping.
+    will_window: float = 2.0
+    # Correlated silence: when an online node's timeout passes while more than mass_ratio of the
+    # online nodes (and at least mass_min of them) are late too, it is evidence about us or the
+    # broker: expiry is held (docs/availability.md, "Correlated silence").
+    mass_ratio: float = 0.5
+    mass_min: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("default_interval", "multiplier", "min_timeout", "flap_window"):
+        for name in (
+            "default_interval",
+            "multiplier",
+            "min_timeout",
+            "flap_window",
+            "will_window",
+            "mass_ratio",
+        ):
             value = getattr(self, name)
             if not _is_number(value) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        for name in ("flap_transitions", "link_window"):
+        for name in ("flap_transitions", "link_window", "mass_min"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.link_window > 1024:
+            raise ValueError(f"link_window must be at most 1024, got {self.link_window!r}")
+        if self.mass_ratio >= 1:
+            raise ValueError(f"mass_ratio must be below 1, got {self.mass_ratio!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +153,8 @@ class NodeStatus:
     reason: str
     last_seen: float | None
     # Next time something can happen to the node on its own: the silence deadline (offline once
-    # now > deadline) while online, else the flap-clear time while flapping; None while the
-    # broker is down (nothing expires then) or when there is nothing to expire.
+    # now > deadline) while online or unknown, else the flap-clear time while flapping; None
+    # while the broker is down (nothing expires then) or when there is nothing to expire.
     deadline: float | None
     timeout: float
     interval: float  # announced heartbeat interval, or the default until one is announced
@@ -124,27 +163,50 @@ class NodeStatus:
     reboots: int
     last_boot: float | None
     link_quality: float | None  # percent 0..100, None until 2 heartbeats (see _Node.link_quality)
+    # Offline statuses contradicted by a live message (races or forged wills) since HA started.
+    contradicted_wills: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSilence:
+    """Most of the fleet went quiet at once (see TrackerSettings.mass_ratio)."""
+
+    since: float
+    late: int  # online nodes not heard for 1.5 intervals at the last check
+    online: int
 
 
 @dataclass(slots=True, eq=False)
 class _Node:
+    """One node. Plain slots and ints, no containers per node (memory: benchmarks/README.md)."""
+
     node_id: str
     state: Availability
     reason: str
     last_event: Availability  # last availability event emitted (or the baseline at creation)
-    flaps: deque[float]  # times of the most recent transitions, maxlen = flap_transitions
     last_seen: float | None = None
+    since: float | None = None  # when it became unknown (its silence counts from there)
     interval: float | None = None  # announced; None = settings.default_interval
     override: float | None = None
     flapping: bool = False
+    # Times of the most recent transitions (at most flap_transitions), None when there are none.
+    flaps: list[float] | None = None
     last_transition: float | None = None
     reboots: int = 0
     last_boot: float | None = None
     seq: int | None = None
     uptime: int | None = None
     scheduled: float | None = None  # time of this node's live heap entry (see module docstring)
-    link: deque[int] = field(default_factory=deque)  # seqs received within the link window
+    # Link window as a bit set: bit i set = seq (link_latest - i) was received.
+    link_bits: int = 0
+    link_latest: int | None = None
     link_base: int | None = None  # first seq received since the window was reset
+    # The last offline status (will) that turned the node offline, for the contradiction rule:
+    # its time and the node's last_transition before it.
+    will_at: float | None = None
+    will_prev_transition: float | None = None
+    flap_started: bool = False  # the last transition started flapping
+    contradicted: int = 0
 
     def link_quality(self, window: int) -> float | None:
         """Percentage of the heartbeats the node sent that we received, over the last seqs.
@@ -155,21 +217,28 @@ class _Node:
         the window that arrived. Quality = ``100 * received / expected``, rounded to 0.1, and None
         until two distinct seqs arrived (one heartbeat says nothing about a link).
         """
-        if self.link_base is None or not self.link or self.link[-1] == self.link_base:
+        latest, base = self.link_latest, self.link_base
+        if latest is None or base is None or latest == base:
             return None
-        expected = min(window, self.link[-1] - self.link_base + 1)
-        return round(100.0 * len(self.link) / expected, 1)
+        expected = min(window, latest - base + 1)
+        received = (self.link_bits & ((1 << window) - 1)).bit_count()
+        return round(100.0 * received / expected, 1)
 
     def add_seq(self, seq: int, window: int) -> None:
         """Record a received seq (strictly above the previous one) in the sliding window."""
-        if self.link_base is None:
+        latest = self.link_latest
+        if latest is None or self.link_base is None:
             self.link_base = seq
-        self.link.append(seq)
-        while self.link[0] <= seq - window:
-            self.link.popleft()
+            self.link_bits = 1
+        elif seq - latest >= window:
+            self.link_bits = 1  # everything before fell out of the window
+        else:
+            self.link_bits = ((self.link_bits << (seq - latest)) | 1) & ((1 << window) - 1)
+        self.link_latest = seq
 
     def reset_link(self) -> None:
-        self.link.clear()
+        self.link_bits = 0
+        self.link_latest = None
         self.link_base = None
 
 
@@ -183,12 +252,19 @@ class HeartbeatTracker:
         self._heap: list[tuple[float, str]] = []
         self._online = 0
         self._offline = 0
+        self._unknown = 0
         self._broker_connected = True
         # Silence (and flap-clear) counts from max(event time, _grace_from): set on broker
-        # reconnect, so every deadline restarts at reconnect time + timeout in O(1).
+        # reconnect and when a suspected fleet-wide silence ends, so every deadline restarts at
+        # that time + timeout in O(1).
         self._grace_from = -math.inf
         # Overrides set before the node is known (e.g. from options at start-up).
         self._pending_overrides: dict[str, float] = {}
+        # Correlated silence: set while most of the fleet is quiet (expiry held).
+        self._silence: FleetSilence | None = None
+        self._fleet_check_at: float | None = None  # time of the live _FLEET heap entry
+        self._scan_at = -math.inf
+        self._scan: tuple[int, int] = (0, 0)
 
     # ---------------------------------------------------------------- read-only views
 
@@ -199,6 +275,11 @@ class HeartbeatTracker:
     @property
     def broker_connected(self) -> bool:
         return self._broker_connected
+
+    @property
+    def fleet_silence(self) -> FleetSilence | None:
+        """Set while most online nodes are silent at once and their expiry is held."""
+        return self._silence
 
     @property
     def heap_size(self) -> int:
@@ -227,20 +308,32 @@ class HeartbeatTracker:
             reboots=node.reboots,
             last_boot=node.last_boot,
             link_quality=node.link_quality(self._settings.link_window),
+            contradicted_wills=node.contradicted,
         )
+
+    def state(self, node_id: str) -> Availability | None:
+        """The node's availability alone (cheap: entities ask on every state write)."""
+        node = self._nodes.get(node_id)
+        return None if node is None else node.state
 
     def node_ids(self) -> list[str]:
         return list(self._nodes)
 
     def counts(self) -> tuple[int, int]:
-        """(online, offline), maintained incrementally."""
+        """(online, offline), maintained incrementally; unknown nodes are in neither."""
         return self._online, self._offline
+
+    @property
+    def unknown_count(self) -> int:
+        """Nodes known but not heard live yet (in no fleet number)."""
+        return self._unknown
 
     def next_deadline(self) -> float | None:
         """Earliest time :meth:`tick` may have work; None if nothing is scheduled.
 
         May be earlier than needed (a heartbeat moved the node's deadline later): the tick then
-        finds nothing to do and re-arms for the real time. Never later than needed.
+        finds nothing to do and re-arms for the real time. Never later than needed. A time at or
+        before ``clock()`` after a tick means the tick stopped at its ``limit``: call again soon.
         """
         if not self._broker_connected:
             return None
@@ -321,15 +414,28 @@ class HeartbeatTracker:
         self._schedule(node)
         return out
 
-    def tick(self) -> Outcome:
-        """Process every entry due at ``clock()``: silence timeouts and flap clearing."""
+    def tick(self, limit: int | None = None) -> Outcome:
+        """Process entries due at ``clock()``: silence timeouts, flap clearing, fleet checks.
+
+        ``limit`` bounds the nodes whose state changes in this call, so that many simultaneous
+        expiries are spread over several calls (the glue calls again at once when
+        :meth:`next_deadline` is not in the future): Home Assistant writes entity states for
+        each changed node, and thousands at once would block its event loop.
+        """
         out = Outcome()
         if not self._broker_connected:
             return out  # no node is declared offline by silence while we cannot hear it
         now = self._clock()
         heap = self._heap
         while heap and heap[0][0] <= now:
+            if limit is not None and len(out.changed) >= limit:
+                break
             entry = heapq.heappop(heap)
+            if entry[1] == _FLEET:
+                if entry[0] == self._fleet_check_at:
+                    self._fleet_check_at = None
+                    self._check_fleet(now)
+                continue
             if not self._is_live(entry):
                 continue
             node = self._nodes[entry[1]]
@@ -339,7 +445,7 @@ class HeartbeatTracker:
         return out
 
     def set_broker_connected(self, connected: bool) -> Outcome:
-        """HA's own MQTT link went down / came back (docs/architecture.md, availability rule 5).
+        """HA's own MQTT link went down / came back (docs/availability.md, broker outage).
 
         Down: silence is suspended (tick does nothing). Up: every deadline restarts at
         ``now + timeout`` (grace), and link windows restart (heartbeats lost while we were
@@ -353,6 +459,7 @@ class HeartbeatTracker:
         if connected:
             # Deadlines only move later, so the heap invariant holds without any push.
             self._grace_from = self._clock()
+            self._silence = None  # the outage explained the silence
             for node in self._nodes.values():
                 node.reset_link()
         out.changed.update(self._nodes)
@@ -401,20 +508,22 @@ class HeartbeatTracker:
                 "last_boot": node.last_boot,
                 "seq": node.seq,
                 "uptime": node.uptime,
+                "last_event": node.last_event.value,
             }
             for node_id, node in self._nodes.items()
         }
 
     def restore(self, data: Mapping[str, Mapping[str, Any]]) -> Outcome:
-        """Load :meth:`export` output after an HA restart. Fires no events.
-
-        See docs/architecture.md, availability rule 6.
+        """Load :meth:`export` output after an HA restart (docs/availability.md). Fires no events.
 
         A node persisted online is online again, with its remaining deadline, if
-        ``last_seen + timeout > now``; otherwise offline with reason ``timeout``. A node persisted
-        offline stays offline with its reason. Malformed entries are skipped, nodes already known
-        (a live message came first) keep their live state, and a ``last_seen`` in the future
-        (the wall clock stepped back) is clamped to now.
+        ``last_seen + timeout > now``; otherwise it is unknown (``restarted``): it was online as
+        far as automations know, and it goes offline (with an event) only if it stays silent
+        for its timeout counted from now. A node persisted offline stays offline with its
+        reason; one persisted unknown (or offline ``not_seen`` by an older version) is unknown
+        again, counted from now. Malformed entries are skipped, nodes already known (a live
+        message came first) keep their live state, and a ``last_seen`` in the future (the wall
+        clock stepped back) is clamped to now.
         """
         out = Outcome()
         now = self._clock()
@@ -431,8 +540,13 @@ class HeartbeatTracker:
             if node.state is Availability.ONLINE:
                 assert node.last_seen is not None  # guaranteed by _parse_entry
                 if not node.last_seen + self._timeout(node) > now:
-                    node.state = node.last_event = Availability.OFFLINE
-                    node.reason = REASON_TIMEOUT
+                    node.state = Availability.UNKNOWN
+                    node.reason = REASON_RESTARTED
+                    node.last_event = Availability.ONLINE
+            elif node.state is Availability.OFFLINE and node.reason == REASON_NOT_SEEN:
+                node.state = node.last_event = Availability.UNKNOWN
+            if node.state is Availability.UNKNOWN:
+                node.since = now
             self._add(node)
             out.changed.add(node_id)
         return out
@@ -441,16 +555,22 @@ class HeartbeatTracker:
         if not isinstance(entry, Mapping):
             raise TypeError("entry is not a mapping")
         state = Availability(entry["state"])
-        reason = entry.get("reason") or (
-            REASON_NOT_SEEN if state is Availability.OFFLINE else REASON_MESSAGE
-        )
+        default_reason = {
+            Availability.ONLINE: REASON_MESSAGE,
+            Availability.OFFLINE: REASON_NOT_SEEN,
+            Availability.UNKNOWN: REASON_NOT_SEEN,
+        }[state]
+        reason = entry.get("reason") or default_reason
         if not isinstance(reason, str):
             raise TypeError("reason")
+        last_event = Availability(entry.get("last_event") or state)
         last_seen = _opt_number(entry.get("last_seen"))
         if last_seen is not None:
             last_seen = min(last_seen, now)
         elif state is Availability.ONLINE:
             raise ValueError("online without last_seen")
+        if state is not Availability.UNKNOWN:
+            last_event = state  # only an unknown node may differ from its last event
         interval = _opt_number(entry.get("interval"), positive=True)
         override = _opt_number(entry.get("override"), positive=True)
         reboots = _opt_int(entry.get("reboots")) or 0
@@ -461,8 +581,7 @@ class HeartbeatTracker:
             node_id=node_id,
             state=state,
             reason=reason,
-            last_event=state,
-            flaps=deque(maxlen=self._settings.flap_transitions),
+            last_event=last_event,
             last_seen=last_seen,
             interval=interval,
             override=override,
@@ -480,7 +599,6 @@ class HeartbeatTracker:
             state=state,
             reason=reason,
             last_event=state,  # creation is not a transition: no event, this is the baseline
-            flaps=deque(maxlen=self._settings.flap_transitions),
             override=self._pending_overrides.pop(node_id, None),
         )
 
@@ -490,10 +608,11 @@ class HeartbeatTracker:
         self._schedule(node)
 
     def _ensure_known(self, node_id: str, out: Outcome) -> _Node:
-        """A retained message: the node exists (offline until heard live), nothing else."""
+        """A retained message: the node exists (unknown until heard live), nothing else."""
         node = self._nodes.get(node_id)
         if node is None:
-            node = self._new_node(node_id, Availability.OFFLINE, REASON_NOT_SEEN)
+            node = self._new_node(node_id, Availability.UNKNOWN, REASON_NOT_SEEN)
+            node.since = self._clock()
             self._add(node)
             out.changed.add(node_id)
         return node
@@ -507,42 +626,108 @@ class HeartbeatTracker:
             out.changed.add(node_id)
             return node
         node.last_seen = now
-        if node.state is Availability.OFFLINE:
-            self._transition(node, Availability.ONLINE, reason, now, out)
-        else:
+        state = node.state
+        if state is Availability.ONLINE:
             self._schedule(node)  # a no-op unless the clock stepped back
+        elif state is Availability.UNKNOWN:
+            self._settle(node, Availability.ONLINE, reason, now, out)
+        elif node.will_at is not None and 0 <= now - node.will_at <= self._settings.will_window:
+            self._contradict_will(node, now, out)
+        else:
+            self._transition(node, Availability.ONLINE, reason, now, out)
         return node
 
     def _go_offline(self, node_id: str, reason: str, now: float, out: Outcome) -> None:
         node = self._nodes.get(node_id)
         if node is None:
-            self._add(self._new_node(node_id, Availability.OFFLINE, reason))
+            node = self._new_node(node_id, Availability.OFFLINE, reason)
+            self._add(node)
             out.changed.add(node_id)
         elif node.state is Availability.ONLINE:
+            node.will_at = now
+            node.will_prev_transition = node.last_transition
+            node.flap_started = False
             self._transition(node, Availability.OFFLINE, reason, now, out)
+        elif node.state is Availability.UNKNOWN:
+            self._settle(node, Availability.OFFLINE, reason, now, out)
         elif node.reason != reason:
             # Already offline (e.g. timed out before the LWT arrived): keep the better reason.
             node.reason = reason
             out.changed.add(node_id)
 
-    def _transition(
+    def _contradict_will(self, node: _Node, now: float, out: Outcome) -> None:
+        """A live message right after the will: the will was a race or forged.
+
+        The node is online again with REASON_WILL_CONTRADICTED, and the will's transition is
+        taken out of the flap history (so a forged will a minute cannot make it flap and mute
+        its real events; if the will was the transition that started flapping, the node is not
+        flapping any more); the online event (unless muted) says why.
+        """
+        if node.flaps:
+            node.flaps.pop()
+        if node.flap_started:
+            # The will was the transition that started flapping: without it, it is not.
+            node.flapping = node.flap_started = False
+        node.last_transition = node.will_prev_transition
+        node.will_at = None
+        node.contradicted += 1
+        self._count(node.state, -1)
+        node.state = Availability.ONLINE
+        node.reason = REASON_WILL_CONTRADICTED
+        self._count(node.state, +1)
+        out.changed.add(node.node_id)
+        if not node.flapping and node.last_event is not node.state:
+            self._emit_state(node, REASON_WILL_CONTRADICTED, now, out)
+        self._schedule(node)
+
+    def _settle(
         self, node: _Node, state: Availability, reason: str, now: float, out: Outcome
     ) -> None:
-        """Online <-> offline, with flap damping (docs/architecture.md, availability rule 7)."""
+        """Unknown -> online / offline: the first verdict since it became known.
+
+        Not a transition (no flap history). An event fires only when automations were told
+        something else before (a node online before an HA restart that then stays silent).
+        """
+        self._count(node.state, -1)
+        node.state = state
+        node.reason = reason
+        node.since = None
+        self._count(state, +1)
+        out.changed.add(node.node_id)
+        if node.last_event is Availability.UNKNOWN:
+            node.last_event = state  # the baseline
+        elif node.last_event is not state and not node.flapping:
+            self._emit_state(node, reason, now, out)
+        self._schedule(node)
+
+    def _transition(
+        self,
+        node: _Node,
+        state: Availability,
+        reason: str,
+        now: float,
+        out: Outcome,
+    ) -> None:
+        """Online <-> offline, with flap damping (docs/availability.md, flapping)."""
         self._count(node.state, -1)
         node.state = state
         node.reason = reason
         self._count(state, +1)
         out.changed.add(node.node_id)
         node.last_transition = now
-        node.flaps.append(now)
         settings = self._settings
+        flaps = node.flaps
+        if flaps is None:
+            flaps = node.flaps = []
+        flaps.append(now)
+        if len(flaps) > settings.flap_transitions:
+            del flaps[0]
         if (
             not node.flapping
-            and len(node.flaps) >= settings.flap_transitions
-            and now - node.flaps[0] <= settings.flap_window
+            and len(flaps) >= settings.flap_transitions
+            and now - flaps[0] <= settings.flap_window
         ):
-            node.flapping = True
+            node.flapping = node.flap_started = True
             out.events.append(TrackerEvent(EventType.FLAPPING, node.node_id, REASON_FLAPPING, now))
         if not node.flapping:
             self._emit_state(node, reason, now, out)
@@ -554,18 +739,96 @@ class HeartbeatTracker:
 
     def _expire(self, node: _Node, now: float, out: Outcome) -> None:
         """Whatever is due for the node at ``now``: silence first (it is a transition)."""
-        if node.state is Availability.ONLINE:
+        if node.state is Availability.UNKNOWN:
             deadline = self._silence_deadline(node)
             if deadline is not None and now > deadline:
-                self._transition(node, Availability.OFFLINE, REASON_TIMEOUT, now, out)
+                reason = REASON_TIMEOUT if node.reason == REASON_RESTARTED else REASON_NOT_SEEN
+                self._settle(node, Availability.OFFLINE, reason, now, out)
+        elif node.state is Availability.ONLINE:
+            deadline = self._silence_deadline(node)
+            if deadline is not None and now > deadline:
+                if self._silence is None:
+                    if not self._starts_silence(now):
+                        self._transition(node, Availability.OFFLINE, REASON_TIMEOUT, now, out)
+                    # else held: the caller's _schedule pushes it to the end of the hold.
+                else:
+                    self._check_fleet(now, fresh=False)  # heard again meanwhile?
+                    if self._silence is not None:
+                        self._transition(node, Availability.OFFLINE, REASON_MASS_SILENCE, now, out)
         clear_at = self._flap_clear_at(node)
         if clear_at is not None and now >= clear_at:
             node.flapping = False
-            node.flaps.clear()
+            node.flaps = None
             out.changed.add(node.node_id)
-            if node.last_event is not node.state:
+            if node.last_event is not node.state and node.state is not Availability.UNKNOWN:
                 # Events were suppressed while flapping: let automations catch up.
                 self._emit_state(node, REASON_FLAPPING_ENDED, now, out)
+
+    # ---------------------------------------------------------------- correlated silence
+
+    def _starts_silence(self, now: float) -> bool:
+        """An online node's timeout passed: is most of the fleet late with it?
+
+        Most of the fleet late at once is evidence about us (a stalled event loop) or the
+        broker (dropping our subscription's messages), like a broker outage: expiry is held
+        (see _silence_deadline). The hold of each node ends one timeout after the silence
+        started; if the fleet is still silent then, the node goes offline with
+        REASON_MASS_SILENCE (a real mass outage is reported, later and with its own reason).
+        If the fleet is heard again first, every deadline restarts from then (like a broker
+        reconnect).
+        """
+        late, online = self._fleet_scan(now)
+        if not self._is_mass(late, online):
+            return False
+        self._silence = FleetSilence(now, late, online)
+        self._arm_fleet_check(now + _FLEET_RECHECK)
+        return True
+
+    def _check_fleet(self, now: float, *, fresh: bool = True) -> None:
+        """While silence is suspected: end it as soon as most of the fleet is heard again."""
+        if self._silence is None:
+            return
+        late, online = self._fleet_scan(now, fresh=fresh)
+        if self._is_mass(late, online):
+            self._silence = FleetSilence(self._silence.since, late, online)
+            if fresh:
+                self._arm_fleet_check(now + _FLEET_RECHECK)
+            return
+        # Heard again: silence counts from now for everyone (deadlines only move later).
+        self._silence = None
+        self._grace_from = max(self._grace_from, now)
+
+    def _is_mass(self, late: int, online: int) -> bool:
+        settings = self._settings
+        return late >= settings.mass_min and late > settings.mass_ratio * online
+
+    def _fleet_scan(self, now: float, *, fresh: bool = False) -> tuple[int, int]:
+        """(late, online): online nodes not heard for 1.5 intervals. O(N), at most once a second.
+
+        Runs only when an online node's timeout passes (or while silence is suspected), never
+        per message.
+        """
+        if not fresh and now - self._scan_at < _FLEET_RECHECK and now >= self._scan_at:
+            return self._scan
+        late = online = 0
+        grace = self._grace_from
+        for node in self._nodes.values():
+            if node.state is not Availability.ONLINE or node.last_seen is None:
+                continue
+            online += 1
+            quiet = now - max(node.last_seen, grace)
+            if quiet > min(_LATE_INTERVALS * self._interval(node), self._timeout(node)):
+                late += 1
+        self._scan_at = now
+        self._scan = (late, online)
+        return self._scan
+
+    def _arm_fleet_check(self, at: float) -> None:
+        if self._fleet_check_at is None or at < self._fleet_check_at:
+            self._fleet_check_at = at
+            heapq.heappush(self._heap, (at, _FLEET))
+
+    # ---------------------------------------------------------------- reboots, counts
 
     def _reboot(
         self, node: _Node, reason: str, uptime: int | None, now: float, out: Outcome
@@ -592,8 +855,10 @@ class HeartbeatTracker:
     def _count(self, state: Availability, delta: int) -> None:
         if state is Availability.ONLINE:
             self._online += delta
-        else:
+        elif state is Availability.OFFLINE:
             self._offline += delta
+        else:
+            self._unknown += delta
 
     # ---------------------------------------------------------------- timing
 
@@ -607,10 +872,25 @@ class HeartbeatTracker:
         return max(settings.min_timeout, settings.multiplier * self._interval(node))
 
     def _silence_deadline(self, node: _Node) -> float | None:
-        """Online until ``now > deadline``, grace after a reconnect (availability rule 4)."""
-        if node.state is not Availability.ONLINE or node.last_seen is None:
+        """Online (or unknown) until ``now > deadline``, with grace after a reconnect.
+
+        While fleet silence is suspected an online node is held until one timeout after the
+        silence started (see _starts_silence).
+        """
+        if node.state is Availability.ONLINE:
+            start = node.last_seen
+        elif node.state is Availability.UNKNOWN:
+            start = node.since
+        else:
             return None
-        return max(node.last_seen, self._grace_from) + self._timeout(node)
+        if start is None:
+            return None
+        timeout = self._timeout(node)
+        deadline = max(start, self._grace_from) + timeout
+        silence = self._silence
+        if silence is not None and node.state is Availability.ONLINE:
+            return max(deadline, silence.since + timeout)
+        return deadline
 
     def _flap_clear_at(self, node: _Node) -> float | None:
         if not node.flapping or node.last_transition is None:
@@ -642,6 +922,8 @@ class HeartbeatTracker:
             self._maybe_compact()
 
     def _is_live(self, entry: tuple[float, str]) -> bool:
+        if entry[1] == _FLEET:
+            return entry[0] == self._fleet_check_at
         node = self._nodes.get(entry[1])
         return node is not None and node.scheduled == entry[0]
 
@@ -652,6 +934,8 @@ class HeartbeatTracker:
                 for node_id, node in self._nodes.items()
                 if node.scheduled is not None
             ]
+            if self._fleet_check_at is not None:
+                self._heap.append((self._fleet_check_at, _FLEET))
             heapq.heapify(self._heap)
 
 
