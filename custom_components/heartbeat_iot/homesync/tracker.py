@@ -286,11 +286,6 @@ class HeartbeatTracker:
         """Entries in the deadline heap, live and stale (diagnostics; bounded, see docstring)."""
         return len(self._heap)
 
-    def state(self, node_id: str) -> Availability | None:
-        """The node's availability alone: O(1), no snapshot (entities ask on every write)."""
-        node = self._nodes.get(node_id)
-        return None if node is None else node.state
-
     def status(self, node_id: str) -> NodeStatus | None:
         node = self._nodes.get(node_id)
         if node is None:
