@@ -115,7 +115,11 @@ def say(text: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="./scripts/demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="./scripts/demo",
+        description="mosquitto, a real Home Assistant and simulated HomeSync plugs on 127.0.0.1;"
+        " Ctrl-C stops everything. State and logs in .demo/.",
+    )
     p.add_argument("--port", type=int, default=8123, help="Home Assistant's HTTP port (8123)")
     p.add_argument("--nodes", type=int, default=12, help="simulated plugs (12)")
     p.add_argument("--fresh", action="store_true", help="forget .demo/ and start over")

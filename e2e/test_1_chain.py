@@ -97,7 +97,10 @@ def test_relay_turn_on_returns_after_the_node_confirmed(system: System) -> None:
     # Returned: by now the node has switched and answered, and HA shows it.
     assert system.fleet.node_state(RELAY).get("relay") is True
     assert system.state(switch)["state"] == "on"
-    responses = system.witness.node(RELAY, "response/command", since)
+    # The witness is a subscriber of its own: the node's answer may reach it a moment later.
+    responses = system.client.wait(
+        lambda: system.witness.node(RELAY, "response/command", since), 5, "the answer"
+    )
     assert [m[2]["status"] for m in responses] == ["success"]
 
 

@@ -214,8 +214,9 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
 
     @callback
     def _handle_update(self) -> None:
+        """A new reading (the registry only notifies changed values): the fast path."""
         value = self.data.nodes[self.node_id].values.get(self.key)
         if value == self._attr_native_value:
-            return  # unchanged readings cost no state write
+            return  # e.g. the restored reading arriving again after a restart
         self._attr_native_value = value
-        self.async_write_ha_state()
+        self.async_write_changed()
