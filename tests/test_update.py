@@ -451,6 +451,36 @@ async def test_at_most_n_updates_at_a_time_the_rest_wait(
     await tasks["plug3"]
 
 
+async def test_diagnostics_show_the_offer_and_running_updates_without_tokens(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    start: Callable[[], Awaitable[MockConfigEntry]],
+    write_bundle: Any,
+) -> None:
+    from custom_components.heartbeat_iot.diagnostics import (
+        async_get_config_entry_diagnostics,
+    )
+
+    path = write_bundle("0.2.0")
+    entry = await start()
+    node_up(hass, "plug1")
+    await settle()
+    task = install(hass, "plug1")
+    await settle()
+    ota(hass, "plug1", ota_commands(mqtt_mock)[0]["request_id"], "downloading", progress=30)
+    await settle()
+    diag = await async_get_config_entry_diagnostics(hass, entry)
+    updates = diag["firmware_updates"]
+    assert updates["bundle"]["version"] == "0.2.0"
+    assert updates["bundle"]["file"] == path.name
+    assert updates["updates"] == [
+        {"node": "plug1", "version": "0.2.0", "phase": "downloading", "progress": 30}
+    ]
+    token = ota_commands(mqtt_mock)[0]["url"].split("/")[-2]
+    assert token not in json.dumps(diag)
+    task.cancel()
+
+
 async def test_unload_cancels_running_and_waiting_updates(
     hass: HomeAssistant,
     mqtt_mock: Any,

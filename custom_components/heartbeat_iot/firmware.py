@@ -181,6 +181,31 @@ class FirmwareUpdates:
         """The running or waiting update of `node_id`."""
         return self.queue.job(node_id)
 
+    def diagnostics(self) -> dict[str, Any]:
+        """The bundle on offer and the updates running or waiting (never a download token)."""
+        bundle = self.bundle
+        return {
+            "bundle": None
+            if bundle is None
+            else {
+                "version": bundle.version,
+                "file": bundle.path.name,
+                "size": bundle.size,
+                "sha256": bundle.sha256,
+            },
+            "bundle_errors": {Path(path).name: why for path, why in self.bundle_errors.items()},
+            "max_parallel_updates": self.queue.limit,
+            "updates": [
+                {
+                    "node": job.node_id,
+                    "version": job.version,
+                    "phase": job.phase.value,
+                    "progress": job.progress,
+                }
+                for job in self.queue.running() + self.queue.waiting()
+            ],
+        }
+
     # --- installing -------------------------------------------------------------------------
 
     def _error(self, key: str, node_id: str, **placeholders: str) -> HomeAssistantError:
