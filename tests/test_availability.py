@@ -8,7 +8,7 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
-from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -164,6 +164,13 @@ async def test_restart_long_dead_node_with_retained_birth_is_offline(
     # The broker replays the retained birth of the node that died meanwhile.
     publish(hass, "dead", "status", "online", {"online": True, "reason": "boot"}, retain=True)
     await hass.async_block_till_done()
+    # Not heard since the start: unknown, not offline (issue 10 #1); "alive" speaks.
+    assert connectivity(hass, "dead") == STATE_UNKNOWN
+    heartbeat(hass, "alive", 1, 7300)
+    await hass.async_block_till_done()
+    assert connectivity(hass, "alive") == STATE_ON
+    # Silent for its timeout counted from the start: offline now.
+    await advance(hass, freezer, 91)
     assert connectivity(hass, "dead") == STATE_OFF
 
 

@@ -52,9 +52,11 @@ class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
 
     @property
     def is_on(self) -> bool | None:
-        """Online according to the heartbeat tracker."""
-        status = self.data.availability.status(self.node_id)
-        return None if status is None else status.state is Availability.ONLINE
+        """Online according to the heartbeat tracker; unknown until it was heard live."""
+        state = self.data.availability.state(self.node_id)
+        if state is None or state is Availability.UNKNOWN:
+            return None
+        return state is Availability.ONLINE
 
     def _shown(self) -> tuple[object, ...]:
         # last_seen alone does not warrant a write (it moves with every heartbeat).
