@@ -58,6 +58,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     script("bench_tracker.py"),
     harness("bench_hub.py"),
     harness("bench_relay.py"),
+    script("bench_brokers.py", timeout_s=1800, quick_timeout_s=120),
 )
 
 # The targets of issue 14, by id: what RESULTS.md reports as met / missed / not measured.

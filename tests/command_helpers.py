@@ -1,4 +1,4 @@
-"""Helpers shared by the command tests (switch, send_command, queue, Assist)."""
+"""Helpers shared by the integration tests: the test node, commands, answers, time."""
 
 from __future__ import annotations
 
@@ -93,14 +93,21 @@ async def settle(rounds: int = 30) -> None:
 
 
 async def advance(
-    freezer: FrozenDateTimeFactory, hass: HomeAssistant, seconds: float, step: float = 1.0
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    seconds: float,
+    *,
+    step: float | None = None,
 ) -> None:
-    """Move the clock in steps of at most `step` s, running what became due after each.
+    """The one way tests move time: `seconds` forward in steps of at most `step` s (default: one
+    jump), firing after each step exactly what became due, then letting the loop run.
 
     Command timeouts are loop timers: one that is due runs when the clock passes it, and the
-    next one (the backoff) is scheduled from there, so long jumps go in steps. The exact
-    variant: the plain `async_fire_time_changed` runs timers up to 0.5 s early.
+    next one (the backoff) is scheduled from there, so long jumps over retries go in steps.
+    Exact: the plain `async_fire_time_changed` runs timers up to 0.5 s early. The loop is let
+    run with `settle()`, not `async_block_till_done()`, which would wait for a command in flight.
     """
+    step = seconds if step is None else step
     while seconds > 1e-9:
         delta = min(step, seconds)
         seconds -= delta

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 import json
 from pathlib import Path
 from typing import Any
+from unittest.mock import PropertyMock, patch
 
 from homeassistant.core import HomeAssistant
 import pytest
@@ -13,6 +14,8 @@ from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_mqtt_message,
 )
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
 
 # Import our package before the `hass` fixture mounts the harness's own testing config,
 # whose `custom_components` package would otherwise shadow ours ("Integration not found").
@@ -93,3 +96,36 @@ async def loaded_entry(
 ) -> MockConfigEntry:
     """The entry, set up."""
     return await setup_entry()
+
+
+@pytest.fixture
+async def online(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> MockConfigEntry:
+    """The entry loaded and the test node online, its relay reported off."""
+    from .command_helpers import go_online, relay_status, state  # they import this module
+
+    relay_status(hass, "off")
+    go_online(hass)
+    await hass.async_block_till_done()
+    assert state(hass) == "off"
+    return loaded_entry
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Generator[None]:
+    """Every entity enabled, also those off by default (HA core's fixture of the same name)."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Snapshots with Home Assistant's serializer (ids masked), in tests/snapshots/ (as HA core).
+
+    The harness defines the same fixture as a plugin, where syrupy's own one wins; a conftest
+    fixture takes precedence over both.
+    """
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)

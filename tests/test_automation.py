@@ -25,6 +25,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.heartbeat_iot.const import DOMAIN
 
+from .command_helpers import go_offline, go_online
 from .conftest import HOME, publish
 
 ROOT = Path(__file__).parent.parent
@@ -38,16 +39,8 @@ def node_device(hass: HomeAssistant, node: str) -> dr.DeviceEntry:
     return device
 
 
-def go_offline(hass: HomeAssistant, node: str) -> None:
-    publish(hass, node, "status", "online", {"online": False, "reason": "unexpected_disconnect"})
-
-
-def go_online(hass: HomeAssistant, node: str, seq: int = 0) -> None:
-    publish(hass, node, "status", "heartbeat", {"seq": seq, "uptime": 10 + seq, "interval": 30})
-
-
 async def test_device_triggers_listed(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
-    go_online(hass, "plug")
+    go_online(hass, "plug", seq=0)
     await hass.async_block_till_done()
     triggers = await async_get_device_automations(
         hass, DeviceAutomationType.TRIGGER, node_device(hass, "plug").id
@@ -145,7 +138,7 @@ def test_blueprint_is_valid() -> None:
 async def test_blueprint_notifies_after_n_minutes(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:
-    go_online(hass, "plug")
+    go_online(hass, "plug", seq=0)
     await hass.async_block_till_done()
     entity_id = er.async_get(hass).async_get_entity_id(
         "binary_sensor", DOMAIN, f"{HOME}_plug_connectivity"
@@ -202,3 +195,20 @@ async def test_blueprint_installed_when_missing_never_overwritten(
 
     await async_install_blueprint(hass)
     assert target.read_text() == "# my own edits\n"
+
+
+async def test_blueprint_install_failure_is_a_warning_not_a_failed_setup(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    entry: MockConfigEntry,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A config folder we cannot write to (here: a file where the folder should be)."""
+    hass.config.config_dir = str(tmp_path)
+    (tmp_path / "blueprints").write_text("not a folder\n")
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert "Could not install the blueprint" in caplog.text
+    assert (tmp_path / "blueprints").read_text() == "not a folder\n"

@@ -17,7 +17,6 @@ import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
-    async_fire_time_changed,
 )
 
 from custom_components.heartbeat_iot.const import (
@@ -28,6 +27,7 @@ from custom_components.heartbeat_iot.const import (
     DOMAIN,
 )
 
+from .command_helpers import advance
 from .conftest import HOME, publish
 
 ONLINE = f"{DOMAIN}_node_online"
@@ -52,12 +52,6 @@ def connectivity(hass: HomeAssistant, node: str) -> str:
 
 def heartbeat(hass: HomeAssistant, node: str, seq: int, uptime: int, interval: int = 30) -> None:
     publish(hass, node, "status", "heartbeat", {"seq": seq, "uptime": uptime, "interval": interval})
-
-
-async def advance(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: float) -> None:
-    freezer.tick(timedelta(seconds=seconds))
-    async_fire_time_changed(hass)
-    await hass.async_block_till_done()
 
 
 def by_node(events: list[Event], node: str) -> list[Event]:

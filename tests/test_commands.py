@@ -30,24 +30,15 @@ from custom_components.heartbeat_iot.homesync.commands import (
 )
 from custom_components.heartbeat_iot.homesync.protocol import ProtocolError
 
-EPOCH = 1_738_852_200.0  # 2025-02-06T14:30:00Z, virtual time 0
+from .fakes import EPOCH, FakeClock  # EPOCH is virtual loop time 0
+
 LOGGER_NAME = "custom_components.heartbeat_iot.homesync.commands"
-
-
-class VirtualClock:
-    """Monotonic seconds for the loop; wall time is EPOCH + that."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def wall(self) -> float:
-        return EPOCH + self.now
 
 
 class _InstantSelector(selectors.DefaultSelector):
     """Poll without blocking; a wait for a timer advances virtual time instead."""
 
-    def __init__(self, clock: VirtualClock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         super().__init__()
         self._clock = clock
 
@@ -62,7 +53,7 @@ class _InstantSelector(selectors.DefaultSelector):
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    def __init__(self, clock: VirtualClock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self._vclock = clock
         super().__init__(selector=_InstantSelector(clock))
 
@@ -97,7 +88,7 @@ def answer(sent: Sent, status: str = "success", **extra: Any) -> dict[str, Any]:
 class Rig:
     """A fake broker side: records publishes, can fail them or answer them."""
 
-    clock: VirtualClock
+    clock: FakeClock
     loop: asyncio.AbstractEventLoop
     sent: list[Sent] = field(default_factory=list)
     publish_errors: int = 0  # how many of the next publishes raise
@@ -107,8 +98,12 @@ class Rig:
     def __post_init__(self) -> None:
         self.manager = self.make()
 
+    def wall(self) -> float:
+        """Wall time: EPOCH at virtual loop time 0."""
+        return EPOCH + self.clock.now
+
     def make(self, **kwargs: Any) -> CommandManager:
-        self.manager = CommandManager("home1", self.publish, clock=self.clock.wall, **kwargs)
+        self.manager = CommandManager("home1", self.publish, clock=self.wall, **kwargs)
         return self.manager
 
     async def publish(self, topic: str, payload: str) -> None:
@@ -143,7 +138,7 @@ type Scenario = Callable[[Rig], Coroutine[Any, Any, None]]
 
 def run(scenario: Scenario) -> None:
     """Run a scenario on a fresh virtual-time loop and check it left nothing behind."""
-    clock = VirtualClock()
+    clock = FakeClock(0.0)  # the loop's monotonic seconds
     loop = VirtualTimeLoop(clock)
     problems: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: problems.append(context))
@@ -606,14 +601,6 @@ def test_constructor_validation() -> None:
 
 
 # --- IntentQueue ----------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = EPOCH) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -348,7 +348,11 @@ CLAIM_CHECKS = {
         bool(MANIFEST.get("mqtt")) and "async_step_mqtt" in src["config_flow.py"]
     ),
     "common-modules": lambda src: "entity.py" in src,
-    "stale-devices": lambda src: "async_remove_config_entry_device" in src["__init__.py"],
+    "stale-devices": lambda src: (
+        "async_remove_config_entry_device" in src["__init__.py"]
+        and "is_fixable=True" in src["stale.py"]
+        and "async_create_fix_flow" in src["repairs.py"]
+    ),
     "repair-issues": lambda src: "async_create_issue" in "".join(src.values()),
     "config-entry-unloading": lambda src: "async_unload_entry" in src["__init__.py"],
     "unique-config-entry": lambda src: "_abort_if_unique_id_configured" in src["config_flow.py"],

@@ -131,9 +131,9 @@ async def test_expired_intent_fails_and_is_never_sent(
 ) -> None:
     failed = async_capture_events(hass, EVENT_COMMAND_FAILED)
     await send(hass, command="relay", action="on")  # default TTL: 1 h
-    await advance(freezer, hass, 3599, step=600)
+    await advance(hass, freezer, 3599, step=600)
     assert failed == []
-    await advance(freezer, hass, 2)
+    await advance(hass, freezer, 2, step=1)
     [event] = failed
     assert event.data["reason"] == "expired"
     assert event.data["request_id"] is None
@@ -151,9 +151,9 @@ async def test_queue_ttl_per_call(
     failed = async_capture_events(hass, EVENT_COMMAND_FAILED)
     await send(hass, command="led", action="off", queue_ttl=60)
     await send(hass, command="relay", action="off", queue_ttl=120)
-    await advance(freezer, hass, 61, step=10)
+    await advance(hass, freezer, 61, step=10)
     assert [e.data["command"] for e in failed] == ["led"]
-    await advance(freezer, hass, 60, step=10)
+    await advance(hass, freezer, 60, step=10)
     assert [e.data["command"] for e in failed] == ["led", "relay"]
 
 
@@ -180,7 +180,7 @@ async def test_unload_leaves_no_expiry_timer(
     await send(hass, command="relay", action="on", queue_ttl=60)
     assert await hass.config_entries.async_unload(offline.entry_id)
     await hass.async_block_till_done()
-    await advance(freezer, hass, 120, step=10)
+    await advance(hass, freezer, 120, step=10)
     assert failed == []  # unloaded: the intent waits in storage, nothing fires
 
 
@@ -193,7 +193,7 @@ async def test_intent_expired_during_downtime_fails_after_restart(
     await hass.async_block_till_done()
     freezer.tick(120)
     assert await hass.config_entries.async_setup(offline.entry_id)
-    await advance(freezer, hass, 0.1)
+    await advance(hass, freezer, 0.1)
     assert [e.data["reason"] for e in failed] == ["expired"]
     go_online(hass, seq=2)
     await settle()
@@ -234,7 +234,7 @@ async def test_queued_delivery_without_answer_fails(
     await send(hass, command="relay", action="on")
     go_online(hass, seq=2)
     await settle()
-    await advance(freezer, hass, 30)
+    await advance(hass, freezer, 30, step=1)
     assert len(sent(mqtt_mock)) == 4
     [event] = failed
     assert event.data["reason"] == "timeout"
@@ -302,7 +302,7 @@ async def test_removing_the_node_drops_its_queue(
     failed = async_capture_events(hass, EVENT_COMMAND_FAILED)
     await send(hass, command="relay", action="on")
     offline.runtime_data.async_forget_node(NODE)
-    await advance(freezer, hass, 3601, step=600)
+    await advance(hass, freezer, 3601, step=600)
     assert failed == []  # gone, not expired
     go_online(hass, seq=2)
     await settle()

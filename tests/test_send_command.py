@@ -30,8 +30,6 @@ from .command_helpers import (
     advance,
     device_id,
     go_offline,
-    go_online,
-    relay_status,
     respond,
     send_command,
     sent,
@@ -42,14 +40,6 @@ from .command_helpers import (
 from .conftest import HOME
 
 send = send_command
-
-
-@pytest.fixture
-async def online(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> MockConfigEntry:
-    relay_status(hass, "off")
-    go_online(hass)
-    await hass.async_block_till_done()
-    return loaded_entry
 
 
 async def test_response_data(hass: HomeAssistant, online: MockConfigEntry, mqtt_mock: Any) -> None:
@@ -90,7 +80,7 @@ async def test_answer_on_third_attempt(
 ) -> None:
     task = start(send(hass, command="relay", action="on"))
     await settle()
-    await advance(freezer, hass, 13)  # timeouts at 5 and 11 s, third publish at 13 s
+    await advance(hass, freezer, 13, step=1)  # timeouts at 5 and 11 s, third publish at 13 s
     payloads = sent(mqtt_mock)
     assert len(payloads) == 3
     respond(hass, payloads[0]["request_id"], result="on")
@@ -107,7 +97,7 @@ async def test_timeout_and_retries_per_call(
     failed = async_capture_events(hass, EVENT_COMMAND_FAILED)
     task = start(send(hass, command="relay", action="off", timeout=2, retries=0))
     await settle()
-    await advance(freezer, hass, 2)
+    await advance(hass, freezer, 2, step=1)
     with pytest.raises(HomeAssistantError) as err:
         await task
     assert err.value.translation_key == "command_timeout"

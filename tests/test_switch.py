@@ -57,16 +57,6 @@ async def switch_call(hass: HomeAssistant, service: str, key: str = "relay") -> 
     )
 
 
-@pytest.fixture
-async def online(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> MockConfigEntry:
-    """The node is online with its relay reported off."""
-    relay_status(hass, "off")
-    go_online(hass)
-    await hass.async_block_till_done()
-    assert state(hass) == STATE_OFF
-    return loaded_entry
-
-
 async def test_switches_created_per_node(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:
@@ -160,10 +150,10 @@ async def test_no_answer_four_attempts_with_backoff_then_error(
     # (seconds to move on, publishes seen by then): each publish is due exactly on schedule.
     schedule = [(5, 1), (0.9, 1), (0.1, 2), (6.9, 2), (0.1, 3), (8.9, 3), (0.1, 4), (4.9, 4)]
     for seconds, publishes in schedule:
-        await advance(freezer, hass, seconds, step=0.1)
+        await advance(hass, freezer, seconds, step=0.1)
         assert len(sent(mqtt_mock)) == publishes
         assert not task.done()
-    await advance(freezer, hass, 0.1)
+    await advance(hass, freezer, 0.1)
     assert task.done()
     with pytest.raises(HomeAssistantError) as err:
         await task
@@ -199,7 +189,7 @@ async def test_late_answer_after_failure_is_ignored(
 ) -> None:
     task = start(switch_call(hass, "turn_on"))
     await settle()
-    await advance(freezer, hass, 30)
+    await advance(hass, freezer, 30, step=1)
     with pytest.raises(HomeAssistantError):
         await task
     request_id = sent(mqtt_mock)[0]["request_id"]
@@ -223,7 +213,7 @@ async def test_error_answer_is_not_retried(
         await task
     assert err.value.translation_key == "command_rejected"
     assert str(err.value) == "plug refused relay on: relay welded"
-    await advance(freezer, hass, 60)
+    await advance(hass, freezer, 60, step=1)
     assert len(sent(mqtt_mock)) == 1
     assert state(hass) == STATE_OFF
     assert [e.data["reason"] for e in failed] == ["error"]
@@ -340,7 +330,7 @@ async def test_unload_cancels_a_pending_command(
         await task
     assert err.value.translation_key == "command_cancelled"
     assert failed == []  # not the node's failure
-    await advance(freezer, hass, 60)
+    await advance(hass, freezer, 60, step=1)
     assert len(sent(mqtt_mock)) == 1  # no retry is left scheduled
 
 
@@ -361,10 +351,10 @@ async def test_timeout_and_retries_from_options(
     task = start(switch_call(hass, "turn_on"))
     await settle()
     for seconds, publishes in [(2.9, 1), (0.1, 2), (1.9, 2)]:
-        await advance(freezer, hass, seconds, step=0.1)
+        await advance(hass, freezer, seconds, step=0.1)
         assert len(sent(mqtt_mock)) == publishes
         assert not task.done()
-    await advance(freezer, hass, 0.1)
+    await advance(hass, freezer, 0.1)
     with pytest.raises(HomeAssistantError) as err:
         await task
     assert str(err.value) == "plug did not confirm relay on after 2 attempts"

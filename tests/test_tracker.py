@@ -19,27 +19,16 @@ from custom_components.heartbeat_iot.homesync.tracker import (
     TrackerSettings,
 )
 
+from .fakes import FakeClock
+
 T0 = 1_700_000_000.0
 ON = Availability.ONLINE
 OFF = Availability.OFFLINE
 UNK = Availability.UNKNOWN
 
 
-class FakeClock:
-    """Wall clock under the test's control."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def make(settings: TrackerSettings | None = None) -> tuple[HeartbeatTracker, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     return HeartbeatTracker(settings or TrackerSettings(), clock), clock
 
 

@@ -19,7 +19,8 @@ from custom_components.heartbeat_iot.homesync.tracker import (
     TrackerSettings,
 )
 
-from .test_tracker import T0, FakeClock, hb, kinds, lwt, make, run_until, st_
+from .fakes import FakeClock
+from .test_tracker import T0, hb, kinds, lwt, make, run_until, st_
 
 ON, OFF, UNK = Availability.ONLINE, Availability.OFFLINE, Availability.UNKNOWN
 

@@ -10,7 +10,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .blueprint import async_install_blueprint
 from .const import DOMAIN, PLATFORMS
-from .device import node_id_for_device
+from .device import hub_identifier, node_id_for_device
 from .discovery import async_forget_home, async_take_over_discovery
 from .models import HomeSyncConfigEntry, HomeSyncOptions, build_runtime_data
 from .services import async_setup_services
@@ -72,14 +72,15 @@ async def async_remove_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) ->
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: HomeSyncConfigEntry, device: dr.DeviceEntry
 ) -> bool:
-    """Let the user delete a node's device; the home forgets the node.
+    """Let the user delete any device of the entry except the home's own hub device.
 
-    A node that is still publishing comes back (as a new device) on its next message.
-    The hub device of the home cannot be deleted on its own.
+    A node's device: the home forgets the node (one that is still publishing comes back, as a
+    new device, on its next message). Any other device of the entry no longer publishes for
+    this home (e.g. left over from an earlier home id) and simply goes.
     """
     data = entry.runtime_data
-    node_id = node_id_for_device(data.home_id, device)
-    if node_id is None:
+    if hub_identifier(data.home_id) in device.identifiers:
         return False
-    data.async_forget_node(node_id)
+    if (node_id := node_id_for_device(data.home_id, device)) is not None:
+        data.async_forget_node(node_id)
     return True

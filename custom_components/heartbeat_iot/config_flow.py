@@ -36,11 +36,13 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_STALE_DAYS,
     CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
     DOMAIN,
 )
+from .device import async_move_home
 from .discovery import async_take_over_discovery
 from .homesync.protocol import ProtocolError, is_valid_id, parse_topic
 
@@ -64,6 +66,7 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
         vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
+        vol.Required(CONF_STALE_DAYS): _number(1, 365, 1, "d"),
     }
 )
 _INTEGER_OPTIONS = {
@@ -73,6 +76,7 @@ _INTEGER_OPTIONS = {
     CONF_FLAP_WINDOW,
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
+    CONF_STALE_DAYS,
 }
 _BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}
 
@@ -104,16 +108,12 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         if not await mqtt.async_wait_for_mqtt_client(self.hass):
             return self.async_abort(reason="mqtt_not_configured")
         errors: dict[str, str] = {}
-        if user_input is not None:
-            home_id = user_input[CONF_HOME_ID].strip()
-            if not is_valid_id(home_id):
-                errors[CONF_HOME_ID] = "invalid_home_id"
-            else:
-                # A discovery card for the same home may be open: creating the entry
-                # closes it (Home Assistant aborts flows with the same unique id).
-                await self.async_set_unique_id(home_id, raise_on_progress=False)
-                self._abort_if_unique_id_configured()
-                return self._create(home_id)
+        if user_input is not None and (home_id := _home_id_from(user_input, errors)):
+            # A discovery card for the same home may be open: creating the entry
+            # closes it (Home Assistant aborts flows with the same unique id).
+            await self.async_set_unique_id(home_id, raise_on_progress=False)
+            self._abort_if_unique_id_configured()
+            return self._create(home_id)
         seen = self._discovered_home_ids()
         return self.async_show_form(
             step_id="user",
@@ -181,20 +181,17 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         """Point the entry at another home id (e.g. the nodes were re-flashed with a new one)."""
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
-        if user_input is not None:
-            home_id = user_input[CONF_HOME_ID].strip()
-            if not is_valid_id(home_id):
-                errors[CONF_HOME_ID] = "invalid_home_id"
-            else:
-                await self.async_set_unique_id(home_id)
-                if home_id != entry.unique_id:
-                    self._abort_if_unique_id_configured()
-                return self.async_update_reload_and_abort(
-                    entry,
-                    unique_id=home_id,
-                    title=_title(home_id),
-                    data_updates={CONF_HOME_ID: home_id},
-                )
+        if user_input is not None and (home_id := _home_id_from(user_input, errors)):
+            await self.async_set_unique_id(home_id)
+            if home_id != entry.unique_id:
+                self._abort_if_unique_id_configured()
+                async_move_home(self.hass, entry.entry_id, entry.data[CONF_HOME_ID], home_id)
+            return self.async_update_reload_and_abort(
+                entry,
+                unique_id=home_id,
+                title=_title(home_id),
+                data_updates={CONF_HOME_ID: home_id},
+            )
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(
@@ -208,6 +205,15 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_create_entry(
             title=_title(home_id), data={CONF_HOME_ID: home_id}, options=dict(DEFAULT_OPTIONS)
         )
+
+
+def _home_id_from(user_input: dict[str, Any], errors: dict[str, str]) -> str | None:
+    """The home id the user entered, stripped; None, with the form error set, when invalid."""
+    home_id = str(user_input[CONF_HOME_ID]).strip()
+    if is_valid_id(home_id):
+        return home_id
+    errors[CONF_HOME_ID] = "invalid_home_id"
+    return None
 
 
 def _title(home_id: str) -> str:

@@ -23,6 +23,7 @@ CONF_COMMAND_TIMEOUT: Final = "command_timeout"
 CONF_COMMAND_RETRIES: Final = "command_retries"
 # Set TCP_NODELAY on Home Assistant's MQTT connection (tcp_nodelay.py).
 CONF_TCP_NODELAY: Final = "tcp_nodelay"
+CONF_STALE_DAYS: Final = "stale_after_days"
 
 DEFAULT_MAX_NODES: Final = 256
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30
@@ -34,6 +35,7 @@ DEFAULT_OFFLINE_RATIO: Final = 10.0
 DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 DEFAULT_COMMAND_RETRIES: Final = 3
 DEFAULT_TCP_NODELAY: Final = True
+DEFAULT_STALE_DAYS: Final = 7
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
@@ -46,6 +48,7 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_COMMAND_TIMEOUT: DEFAULT_COMMAND_TIMEOUT,
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
     CONF_TCP_NODELAY: DEFAULT_TCP_NODELAY,
+    CONF_STALE_DAYS: DEFAULT_STALE_DAYS,
 }
 
 PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
@@ -75,3 +78,4 @@ EVENT_COMMAND_FAILED: Final = f"{DOMAIN}_command_failed"
 
 # Issue ids in the repair registry.
 ISSUE_MAX_NODES: Final = "max_nodes_exceeded"
+ISSUE_STALE_NODE: Final = "stale_node"

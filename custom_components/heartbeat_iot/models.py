@@ -27,6 +27,7 @@ from .const import (
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
+    CONF_STALE_DAYS,
     CONF_TCP_NODELAY,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
@@ -36,6 +37,7 @@ from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
 from .outputs import NodeOutputs
+from .stale import DAY, StaleNodeMonitor
 from .storage import NodeStorage, collect, restore
 from .updates import Updates
 
@@ -59,6 +61,7 @@ class HomeSyncOptions:
     command_timeout: float
     command_retries: int
     tcp_nodelay: bool  # set TCP_NODELAY on Home Assistant's MQTT connection
+    stale_after_days: int  # silence after which a repair offers to remove a node
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -75,6 +78,7 @@ class HomeSyncOptions:
             command_timeout=float(merged[CONF_COMMAND_TIMEOUT]),
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
             tcp_nodelay=bool(merged[CONF_TCP_NODELAY]),
+            stale_after_days=int(merged[CONF_STALE_DAYS]),
         )
 
     @property
@@ -101,6 +105,7 @@ class HomeSyncRuntimeData:
     availability: AvailabilityMonitor  # tracker, its timer, transition logs, node events
     control: NodeControl  # commands, confirmations, offline queue
     storage: NodeStorage  # the Store of the home
+    stale: StaleNodeMonitor  # repair issues for nodes silent for days
     hub: HomeSyncHub  # subscription and routing
 
     async def async_start(self) -> None:
@@ -114,11 +119,13 @@ class HomeSyncRuntimeData:
         )
         self.nodes.async_register_devices()
         self.availability.async_start()
+        self.stale.async_start()
         await self.hub.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
+        self.stale.async_stop()
         self.availability.async_stop()
         self.control.stop()
         await self.storage.async_save()
@@ -131,6 +138,7 @@ class HomeSyncRuntimeData:
         self.availability.async_forget(node_id)
         self.outputs.forget(node_id)
         self.control.forget(node_id)
+        self.stale.forget(node_id)
         self.storage.schedule_save()
 
 
@@ -187,6 +195,20 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         schedule_save=storage.schedule_save,
         spawn=spawn,
     )
+
+    def last_seen(node_id: str) -> float | None:
+        status = availability.status(node_id)
+        return None if status is None else status.last_seen
+
+    stale = StaleNodeMonitor(
+        hass,
+        entry_id=entry.entry_id,
+        stale_after=options.stale_after_days * DAY,
+        clock=now,
+        known_nodes=lambda: nodes,
+        last_seen=last_seen,
+        node_name=nodes.node_name,
+    )
     hub = HomeSyncHub(
         hass,
         home_id=home_id,
@@ -206,5 +228,6 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         availability=availability,
         control=control,
         storage=storage,
+        stale=stale,
         hub=hub,
     )

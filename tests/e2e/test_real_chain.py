@@ -134,6 +134,9 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rabbitm
     """One three-member RabbitMQ cluster for the whole session (it takes ~20 s to form)."""
     if not rabbitmq.available():
         pytest.skip(rabbitmq.UNAVAILABLE)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Each xdist worker would start a cluster of its own (3 Erlang VMs, ~20-60 s each).
+        pytest.skip("RabbitMQ tests run in one process: pytest -m rabbitmq (./scripts/test does)")
     cluster = rabbitmq.RabbitCluster(tmp_path_factory.mktemp("rabbitmq"), nodes=3)
     with sockets_allowed():
         cluster.start()
