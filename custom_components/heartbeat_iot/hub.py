@@ -24,13 +24,12 @@ from .homesync.protocol import (
     Category,
     ProtocolError,
     Topic,
+    check_payload,
     decode_payload,
     hub_status_topic,
     parse_topic,
-    schema_for,
     subscription_topic,
     truncate,
-    validate,
 )
 from .homesync.ratelimit import RateLimitedLogger
 from .nodes import NodeData, NodeRegistry
@@ -54,6 +53,7 @@ class HomeSyncHub:
         outputs: NodeOutputs,
         control: NodeControl,
         schedule_save: Callable[[], None],
+        on_ota_response: Callable[[str, dict[str, Any]], None],
     ) -> None:
         """Route the messages of `home_id` to the parts of the home."""
         self.hass = hass
@@ -64,6 +64,7 @@ class HomeSyncHub:
         self._outputs = outputs
         self._control = control
         self._schedule_save = schedule_save
+        self._on_ota_response = on_ota_response
         self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
 
@@ -129,10 +130,19 @@ class HomeSyncHub:
             # Commands are what we (or another controller) send; they come back to us
             # through the wildcard subscription and are not the node speaking.
             return
+        payload: dict[str, Any] | None = None
         try:
             payload = decode_payload(msg.payload)
             self._route(topic, payload, retained=msg.retain)
         except ProtocolError as err:
+            if (
+                payload is not None
+                and topic.category is Category.RESPONSE
+                and topic.name == "command"
+                and not msg.retain
+                and self._control.handle_invalid_response(topic.node_id, payload, str(err))
+            ):
+                return  # a command was waiting for it: it failed at once and said why
             self._warn.warning(
                 err.kind,
                 "Ignoring message on %s: %s; payload: %s",
@@ -142,9 +152,16 @@ class HomeSyncHub:
             )
 
     def _route(self, topic: Topic, payload: dict[str, Any], *, retained: bool) -> None:
-        # Validate before discovery: garbage must not create a device.
-        schema = schema_for(topic)
-        data = validate(schema, payload) if schema is not None else payload
+        # Validate before discovery: garbage must not create a device, and a status or
+        # response name nobody defined is neither a device nor proof of life.
+        if (data := check_payload(topic, payload)) is None:
+            return
+        reading = None
+        if topic.category is Category.TELEMETRY or (
+            topic.category is Category.STATUS and topic.name == "rssi"
+        ):
+            # Units and conversion overflow are checked before discovery too.
+            reading = self._nodes.reading(topic.node_id, topic.name, data)
         if (node := self._nodes.async_discover(topic.node_id)) is None:
             return
         # Availability first, so entities written below already see the node online.
@@ -152,17 +169,17 @@ class HomeSyncHub:
         if not retained:
             self._updates.async_notify(node.node_id, KEY_LAST_SEEN)
             self._schedule_save()
-        if topic.category is Category.TELEMETRY:
-            self._nodes.async_record_metric(node, topic.name, data)
+        if reading is not None:  # telemetry/* and status/rssi
+            self._nodes.async_record_metric(node, topic.name, reading)
         elif topic.category is Category.STATUS:
             self._handle_status(node, topic.name, data)
         elif topic.category is Category.RESPONSE and topic.name == "command" and not retained:
             self._control.handle_response(node.node_id, data)
+        elif topic.category is Category.RESPONSE and topic.name == "ota" and not retained:
+            self._on_ota_response(node.node_id, data)  # firmware updates (firmware.py)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
-        if name == "rssi":
-            self._nodes.async_record_metric(node, "rssi", data)
-        elif name == "relay":
+        if name == "relay":
             self._outputs.async_set_relay(node.node_id, data["state"])
         elif name == "led":
             self._outputs.async_set_led(node.node_id, data["state"], reported=True)

@@ -3,7 +3,9 @@
 A node exists from its first valid message (or from storage) until its device is removed. The
 registry owns what is known about it besides availability and outputs: its metrics and their
 last values, its firmware, and its device in Home Assistant's device registry. Over the cap
-(`max_nodes` option) a node is ignored with a rate-limited warning and one repair issue.
+(`max_nodes` option) a node is ignored with a rate-limited warning and one repair issue; so is
+a metric beyond the per-node cap (`max_metrics` option: one node inventing names cannot create
+thousands of sensors).
 See docs/architecture.md.
 """
 
@@ -20,6 +22,7 @@ from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from .const import (
     DOMAIN,
     HUB,
+    ISSUE_MAX_METRICS,
     ISSUE_MAX_NODES,
     KEY_FIRMWARE,
     KEY_METRIC_ADDED,
@@ -54,6 +57,7 @@ class NodeRegistry(Mapping[str, NodeData]):
         entry_id: str,
         home_id: str,
         max_nodes: int,
+        max_metrics: int,
         updates: Updates,
         schedule_save: Callable[[], None],
     ) -> None:
@@ -62,6 +66,8 @@ class NodeRegistry(Mapping[str, NodeData]):
         self._entry_id = entry_id
         self._home_id = home_id
         self._max_nodes = max_nodes
+        self._max_metrics = max_metrics
+        self._metric_cap_reported = False
         self._updates = updates
         self._schedule_save = schedule_save
         self._nodes: dict[str, NodeData] = {}
@@ -158,6 +164,33 @@ class NodeRegistry(Mapping[str, NodeData]):
             translation_placeholders={"home_id": self._home_id, "max_nodes": str(self._max_nodes)},
         )
 
+    def _report_metric_cap(self, node_id: str, key: str) -> None:
+        self._warn.warning(
+            "max_metrics",
+            "HomeSync node %s/%s already has %d metrics (the configured maximum per node); "
+            "ignoring its metric %s",
+            self._home_id,
+            node_id,
+            self._max_metrics,
+            key,
+        )
+        if self._metric_cap_reported:
+            return
+        self._metric_cap_reported = True
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{ISSUE_MAX_METRICS}_{self._entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_MAX_METRICS,
+            translation_placeholders={
+                "home_id": self._home_id,
+                "node_id": node_id,
+                "max_metrics": str(self._max_metrics),
+            },
+        )
+
     @callback
     def async_forget(self, node_id: str) -> bool:
         """Drop a node; False when it was not known. Clears the cap issue once below the cap."""
@@ -170,24 +203,44 @@ class NodeRegistry(Mapping[str, NodeData]):
 
     # --- what the node reports ------------------------------------------------------------
 
-    @callback
-    def async_record_metric(self, node: NodeData, key: str, data: Mapping[str, Any]) -> None:
-        """A validated telemetry reading (or status/rssi): store it, announce it."""
+    def reading(
+        self, node_id: str, key: str, data: Mapping[str, Any]
+    ) -> tuple[MetricSpec, float] | None:
+        """A validated reading in its metric's unit, without storing it (None: low quality).
+
+        Raises ProtocolError for a unit the metric cannot take or a value that overflows
+        when converted; the hub asks before discovery, so such a message creates no device.
+        """
         quality = data.get("quality")
         if quality is not None and quality < MIN_QUALITY:
-            _LOGGER.debug("Dropping %s/%s: quality %s", node.node_id, key, quality)
-            return
-        spec = node.metrics.get(key) or metric_spec(key, data.get("unit"))
-        value = normalize_value(spec, data["value"], data.get("unit"))
+            _LOGGER.debug("Dropping %s/%s: quality %s", node_id, key, quality)
+            return None
+        node = self._nodes.get(node_id)
+        unit = data.get("unit")
+        spec = (node.metrics.get(key) if node is not None else None) or metric_spec(key, unit)
+        return spec, normalize_value(spec, data["value"], unit)
+
+    @callback
+    def async_record_metric(
+        self, node: NodeData, key: str, reading: tuple[MetricSpec, float]
+    ) -> None:
+        """A reading from `reading()`: store it, announce it (a new metric under the cap)."""
+        spec, value = reading
         is_new = key not in node.metrics
-        node.values[key] = value
+        if is_new and len(node.metrics) >= self._max_metrics:
+            self._report_metric_cap(node.node_id, key)
+            return
+        values = node.values
         if is_new:
+            values[key] = value
             node.metrics[key] = spec
             self._schedule_save()
             self.newest_metric = (node.node_id, key)
             self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        else:
+        elif key not in values or values[key] != value:
+            values[key] = value
             self._updates.async_notify(node.node_id, key)
+        # else: the same reading again (the common case): nothing to tell anyone
 
     @callback
     def async_set_firmware(self, node: NodeData, version: str) -> None:

@@ -62,7 +62,13 @@ async def async_setup_entry(
 
 
 def _timestamp(value: float | None) -> datetime | None:
-    return None if value is None else dt_util.utc_from_timestamp(value)
+    """A datetime, or None when there is none or it is out of range (e.g. an old store)."""
+    if value is None:
+        return None
+    try:
+        return dt_util.utc_from_timestamp(value)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,8 +214,9 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
 
     @callback
     def _handle_update(self) -> None:
+        """A new reading (the registry only notifies changed values): the fast path."""
         value = self.data.nodes[self.node_id].values.get(self.key)
         if value == self._attr_native_value:
-            return  # unchanged readings cost no state write
+            return  # e.g. the restored reading arriving again after a restart
         self._attr_native_value = value
-        self.async_write_ha_state()
+        self.async_write_changed()
