@@ -39,7 +39,9 @@ class NodeData:
 
     node_id: str
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
-    values: dict[str, float] = field(default_factory=dict)
+    # None: the node said it cannot measure the metric now; `unmeasured` holds its reason.
+    values: dict[str, float | None] = field(default_factory=dict)
+    unmeasured: dict[str, str] = field(default_factory=dict)
     firmware: str | None = None
     device_id: str | None = None
 
@@ -178,7 +180,12 @@ class NodeRegistry(Mapping[str, NodeData]):
             _LOGGER.debug("Dropping %s/%s: quality %s", node.node_id, key, quality)
             return
         spec = node.metrics.get(key) or metric_spec(key, data.get("unit"))
-        value = normalize_value(spec, data["value"], data.get("unit"))
+        value: float | None = None
+        if data["value"] is None:
+            node.unmeasured[key] = str(data.get("reason") or "unmeasured")
+        else:
+            value = normalize_value(spec, data["value"], data.get("unit"))
+            node.unmeasured.pop(key, None)
         is_new = key not in node.metrics
         node.values[key] = value
         if is_new:

@@ -179,7 +179,9 @@ _OPTIONAL_COMMON: dict[vol.Marker, Any] = {vol.Optional("timestamp"): _TIMESTAMP
 
 TELEMETRY_SCHEMA: Final = vol.Schema(
     {
-        vol.Required("value"): _number,
+        # null: the meter cannot measure it now ("reason" says why, e.g. below_range).
+        vol.Required("value"): vol.Any(None, _number),
+        vol.Optional("reason"): vol.All(str, vol.Length(max=64)),
         vol.Optional("unit"): vol.All(str, vol.Length(max=16)),
         vol.Optional("quality"): vol.All(_number, vol.Range(min=0, max=100)),
         **_OPTIONAL_COMMON,
