@@ -2,7 +2,9 @@
 
     ./scripts/demo [--port 8123] [--nodes 12] [--fresh] [--broker mosquitto|rabbitmq]
 
-``--broker rabbitmq`` runs a three-member RabbitMQ cluster instead of mosquitto: the plugs
+``--acl`` gives mosquitto logins and the project's ACL (docs/security.md): Home Assistant logs
+in as ``homeassistant``, every plug with its node id as user name, and may write only its own
+topics. ``--broker rabbitmq`` runs a three-member RabbitMQ cluster instead of mosquitto: the plugs
 connect to member 1 with every member in their broker list, Home Assistant to member 2
 (docs/brokers.md).
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from .fleet import Fleet, micropython_available
 from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, patch_mqtt_port
-from .mosquitto import Mosquitto
+from .mosquitto import HA_USER, HOMESYNC_ACL, Mosquitto
 from .ports import free_port, port_in_use
 from .procs import PartError, Stack, tail
 from .rabbitmq import UNAVAILABLE, RabbitCluster, RabbitError, available
@@ -112,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
         help="mosquitto (default) or a 3-member RabbitMQ cluster (~20-60 s to start)",
     )
     p.add_argument(
+        "--acl",
+        action="store_true",
+        help="mosquitto with logins and the HomeSync ACL (one login per plug, user = node id)",
+    )
+    p.add_argument(
         "--micropython",
         type=int,
         default=2,
@@ -184,6 +191,7 @@ class Demo:
         self.broker: Mosquitto | None = None
         self.cluster: RabbitCluster | None = None
         self.node_brokers: list[str] = []  # the plugs' mqtt.brokers list (cluster only)
+        self.logins: dict[str, str] = {}  # --acl: HA's and the plugs' broker passwords
         self.hass: Hass | None = None
         self.fleet: Fleet | None = None
         self.client: HassClient | None = None
@@ -234,6 +242,8 @@ class Demo:
         """Bring every part up, in order; configure what the user sees first."""
         t0 = time.monotonic()
         login = self.prepare()
+        if self.args.acl and self.args.broker != "mosquitto":
+            raise PartError("demo", "--acl is for mosquitto (docs/security.md for RabbitMQ)")
         if self.args.broker == "rabbitmq":
             ha_port, node_port = self.start_cluster()
         else:
@@ -242,7 +252,10 @@ class Demo:
         say(f"Home Assistant answers after {time.monotonic() - t0:.0f} s; onboarding")
         assert self.hass is not None
         self.client = onboard(self.hass, login["username"], login["password"], name="Demo")
-        add_mqtt_entry(self.client, "127.0.0.1", ha_port)
+        if self.logins:
+            add_mqtt_entry(self.client, "127.0.0.1", ha_port, HA_USER, self.logins[HA_USER])
+        else:
+            add_mqtt_entry(self.client, "127.0.0.1", ha_port)
         plot = scenario(self.args.nodes)
         self.start_fleet(node_port, plot)
         self.configure()
@@ -256,12 +269,43 @@ class Demo:
         if not isinstance(port, int) or port_in_use(port):
             port = free_port()
         _write_private(self.root / "state.json", {**state, "broker_port": port})
-        self.broker = Mosquitto(self.root / "mosquitto", port)
-        say(f"starting mosquitto on 127.0.0.1:{port} (log {self.rel(self.broker.log_path)})")
+        if self.args.acl:
+            self.logins = self.broker_logins()
+            self.broker = Mosquitto(
+                self.root / "mosquitto",
+                port,
+                acl=HOMESYNC_ACL,
+                passwords={HA_USER: self.logins[HA_USER]}
+                | dict.fromkeys(self.node_ids(), self.logins["plugs"]),
+            )
+        else:
+            self.broker = Mosquitto(self.root / "mosquitto", port)
+        say(
+            f"starting mosquitto on 127.0.0.1:{port}"
+            + (" with logins and the HomeSync ACL" if self.args.acl else "")
+            + f" (log {self.rel(self.broker.log_path)})"
+        )
         self.stack.add("mosquitto", self.broker.stop)
         self.broker.start()
         self._record("mosquitto", self.broker.pid)
         return port
+
+    def node_ids(self) -> list[str]:
+        """The plugs' node ids (the simulator's naming: plug-01, plug-02 ...)."""
+        return [f"plug-{i + 1:02d}" for i in range(self.args.nodes)]
+
+    def broker_logins(self) -> dict[str, str]:
+        """--acl: passwords for Home Assistant and the plugs, generated once, kept 0600.
+
+        The demo gives every plug the same password (each still logs in as its own node id,
+        which is what the ACL checks); a real installation gives each plug its own.
+        """
+        path = self.root / "broker-logins.json"
+        logins = _load_json(path)
+        if not (isinstance(logins.get(HA_USER), str) and isinstance(logins.get("plugs"), str)):
+            logins = {HA_USER: secrets.token_urlsafe(16), "plugs": secrets.token_urlsafe(16)}
+            _write_private(path, logins)
+        return {HA_USER: logins[HA_USER], "plugs": logins["plugs"]}
 
     def start_cluster(self) -> tuple[int, int]:
         """Three RabbitMQ members; returns (Home Assistant's MQTT port, the plugs' first)."""
@@ -289,7 +333,8 @@ class Demo:
     def start_hass(self, broker_port: int) -> None:
         """Home Assistant on --port, its MQTT entry pointed at this run's broker."""
         config_dir = self.root / "config"
-        patch_mqtt_port(config_dir, broker_port)
+        login = (HA_USER, self.logins[HA_USER]) if self.logins else None
+        patch_mqtt_port(config_dir, broker_port, login)
         self.hass = Hass(config_dir, self.args.port, debug=self.args.debug)
         if not self.hass.frontend:
             raise PartError(
@@ -310,6 +355,8 @@ class Demo:
         node_config = plot.node_config() if plot else []
         if self.node_brokers:  # a cluster: every plug gets every member, its own first
             node_config.append(f"*:mqtt={json.dumps({'brokers': self.node_brokers})}")
+        if self.logins:  # user name = node id: the ACL's %u
+            node_config += [f"{n}:mqtt={json.dumps({'username': n})}" for n in self.node_ids()]
         self.fleet = Fleet(
             self.root / "fleet",
             broker_port,
@@ -318,6 +365,7 @@ class Demo:
             micropython=mp,
             faults=plot.faults() if plot else [],
             node_config=node_config,
+            password=self.logins.get("plugs"),
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"

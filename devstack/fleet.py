@@ -28,6 +28,9 @@ def micropython_available() -> bool:
     return os.access(Path(sys.executable).with_name("micropython"), os.X_OK)
 
 
+PASSWORD_ENV = "HOMESYNC_NODE_PASSWORD"
+
+
 @dataclass
 class Fleet:
     """``nodes`` simulated plugs on the broker at ``port``; state and log under ``workdir``."""
@@ -50,6 +53,9 @@ class Fleet:
     seed: int | None = 7
     quiet: bool = False
     host: str = HOST
+    # Broker logins (an ACL'd broker): every node logs in with its node id as user name;
+    # the password reaches the simulator through its environment, never its argv.
+    password: str | None = None
     proc: Proc | None = None
 
     name = "simulator"
@@ -99,6 +105,8 @@ class Fleet:
             cmd += ["--fault", fault]
         for item in self.node_config:
             cmd += ["--node-config", item]
+        if self.password is not None:
+            cmd += ["--password-env", PASSWORD_ENV]
         return cmd
 
     def start(self) -> None:
@@ -108,6 +116,8 @@ class Fleet:
         env = dict(os.environ)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
+        if self.password is not None:
+            env[PASSWORD_ENV] = self.password
         self.proc = Proc(
             self.name, self.command(), self.log_path, cwd=REPO, env=env, stop_signal=signal.SIGINT
         )

@@ -21,7 +21,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import aiohttp
 
@@ -592,7 +592,13 @@ def _remove_onboarding_extras(client: HassClient) -> None:
         time.sleep(0.5)
 
 
-def add_mqtt_entry(client: HassClient, host: str, port: int) -> JSON:
+def add_mqtt_entry(
+    client: HassClient,
+    host: str,
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
+) -> JSON:
     """The MQTT integration pointing at the broker, through the config-flow API."""
     for entry in client.config_entries("mqtt"):
         return entry
@@ -603,18 +609,23 @@ def add_mqtt_entry(client: HassClient, host: str, port: int) -> JSON:
         flow = client.post(
             f"/api/config/config_entries/flow/{flow['flow_id']}", {"next_step_id": "broker"}
         )
-    result = client.post(
-        f"/api/config/config_entries/flow/{flow['flow_id']}", {"broker": host, "port": port}
-    )
+    form: JSON = {"broker": host, "port": port}
+    if username is not None:
+        form |= {"username": username, "password": password or ""}
+    result = client.post(f"/api/config/config_entries/flow/{flow['flow_id']}", form)
     if result.get("type") != "create_entry":
         raise PartError("home assistant", f"MQTT entry not created: {result}")
     return cast(JSON, result["result"])
 
 
-def patch_mqtt_port(config_dir: Path, port: int) -> bool:
+def patch_mqtt_port(
+    config_dir: Path, port: int, login: tuple[str, str] | Literal[False] | None = False
+) -> bool:
     """Point the stored MQTT entry at ``port`` (hass must be stopped); True when changed.
 
     A rerun whose old broker port is taken gets a new free one; the entry follows it.
+    ``login``: ``(username, password)`` to set, ``None`` to remove it, ``False`` to leave it
+    (a rerun may switch between an open broker and one with logins).
     """
     path = config_dir / ".storage" / "core.config_entries"
     if not path.exists():
@@ -622,8 +633,19 @@ def patch_mqtt_port(config_dir: Path, port: int) -> bool:
     data = json.loads(path.read_text())
     changed = False
     for entry in data["data"]["entries"]:
-        if entry["domain"] == "mqtt" and entry["data"].get("port") != port:
+        if entry["domain"] != "mqtt":
+            continue
+        if entry["data"].get("port") != port:
             entry["data"]["port"] = port
+            changed = True
+        if login is False:
+            continue
+        wanted = {} if login is None else {"username": login[0], "password": login[1]}
+        current = {k: entry["data"][k] for k in ("username", "password") if k in entry["data"]}
+        if current != wanted:
+            for key in ("username", "password"):
+                entry["data"].pop(key, None)
+            entry["data"].update(wanted)
             changed = True
     if changed:
         path.write_text(json.dumps(data, indent=2))
