@@ -180,6 +180,8 @@ class SimMeter:
 
 class HostHAL:
     ota_supported = True
+    # A simulated reset must escape the app's per-message containment like a real one does.
+    fatal_errors = (SimulatedReset,)
 
     def __init__(
         self,

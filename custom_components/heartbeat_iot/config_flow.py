@@ -33,6 +33,7 @@ from .const import (
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
+    CONF_MAX_METRICS,
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
@@ -64,6 +65,7 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_COMMAND_TIMEOUT): _number(0.5, 60, 0.5, "s"),
         vol.Required(CONF_COMMAND_RETRIES): _number(0, 10, 1),
         vol.Required(CONF_MAX_NODES): _number(1, 4096, 1),
+        vol.Required(CONF_MAX_METRICS): _number(1, 1024, 1),
         vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
         vol.Required(CONF_STALE_DAYS): _number(1, 365, 1, "d"),
     }
@@ -75,6 +77,7 @@ _INTEGER_OPTIONS = {
     CONF_FLAP_WINDOW,
     CONF_COMMAND_RETRIES,
     CONF_MAX_NODES,
+    CONF_MAX_METRICS,
     CONF_STALE_DAYS,
 }
 _BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}

@@ -13,6 +13,7 @@ CONF_HOME_ID: Final = "home_id"
 
 # Options (all have defaults, so an entry without options behaves like the defaults).
 CONF_MAX_NODES: Final = "max_nodes"
+CONF_MAX_METRICS: Final = "max_metrics"
 CONF_HEARTBEAT_INTERVAL: Final = "heartbeat_interval"
 CONF_TIMEOUT_MULTIPLIER: Final = "timeout_multiplier"
 CONF_MIN_TIMEOUT: Final = "min_timeout"
@@ -26,6 +27,7 @@ CONF_TCP_NODELAY: Final = "tcp_nodelay"
 CONF_STALE_DAYS: Final = "stale_after_days"
 
 DEFAULT_MAX_NODES: Final = 256
+DEFAULT_MAX_METRICS: Final = 32  # per node
 DEFAULT_HEARTBEAT_INTERVAL: Final = 30
 DEFAULT_TIMEOUT_MULTIPLIER: Final = 3.0
 DEFAULT_MIN_TIMEOUT: Final = 30
@@ -39,6 +41,7 @@ DEFAULT_STALE_DAYS: Final = 7
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
+    CONF_MAX_METRICS: DEFAULT_MAX_METRICS,
     CONF_HEARTBEAT_INTERVAL: DEFAULT_HEARTBEAT_INTERVAL,
     CONF_TIMEOUT_MULTIPLIER: DEFAULT_TIMEOUT_MULTIPLIER,
     CONF_MIN_TIMEOUT: DEFAULT_MIN_TIMEOUT,
@@ -78,4 +81,5 @@ EVENT_COMMAND_FAILED: Final = f"{DOMAIN}_command_failed"
 
 # Issue ids in the repair registry.
 ISSUE_MAX_NODES: Final = "max_nodes_exceeded"
+ISSUE_MAX_METRICS: Final = "max_metrics_exceeded"
 ISSUE_STALE_NODE: Final = "stale_node"

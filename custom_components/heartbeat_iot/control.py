@@ -27,6 +27,7 @@ from .homesync.clock import Clock
 from .homesync.commands import (
     RESERVED_KEYS,
     CommandManager,
+    CommandRefused,
     CommandResult,
     CommandStatus,
     IntentQueue,
@@ -58,6 +59,7 @@ _ERROR_KEYS: Final = {
     CommandStatus.ERROR: "command_rejected",
     CommandStatus.EXPIRED: "command_expired",
     CommandStatus.CANCELLED: "command_cancelled",
+    CommandStatus.INVALID: "command_invalid_answer",
 }
 
 # Who asked: the switch entities, the send_command action, or the offline queue.
@@ -232,6 +234,15 @@ class NodeControl:
         """The send_command action: send now, or queue for an offline node when asked to."""
         params = dict(params or {})
         validate_command(command, action, params)
+        try:
+            # Too large for a node, a bad ttl, not JSON: refused before sending or queueing.
+            self.manager.check(action, params)
+        except CommandRefused as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key=err.key,
+                translation_placeholders=err.placeholders,
+            ) from err
         if self._is_online(node_id) or not queue:
             result = await self.async_command(
                 node_id,
@@ -428,6 +439,10 @@ class NodeControl:
     def handle_response(self, node_id: str, data: dict[str, Any]) -> None:
         """A validated, live response/command from the node."""
         self.manager.handle_response(node_id, data)
+
+    def handle_invalid_response(self, node_id: str, payload: dict[str, Any], reason: str) -> bool:
+        """A live response/command the schema rejects; True when it ended a waiting command."""
+        return self.manager.handle_invalid_response(node_id, payload, reason)
 
     def forget(self, node_id: str) -> None:
         """The node was removed: drop its queue and watch."""

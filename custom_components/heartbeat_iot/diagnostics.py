@@ -5,17 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from homeassistant.components.diagnostics import async_redact_data
-from homeassistant.const import CONF_PASSWORD, CONF_USERNAME
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
+from .homesync.redact import redact
 from .homesync.tracker import NodeStatus
 from .models import HomeSyncConfigEntry
 from .tcp_nodelay import tcp_nodelay_status
-
-# Nodes never send credentials, but a future option or a misbehaving node might.
-TO_REDACT = {CONF_PASSWORD, CONF_USERNAME, "token", "url"}
 
 
 async def async_get_config_entry_diagnostics(
@@ -25,7 +21,9 @@ async def async_get_config_entry_diagnostics(
     data = entry.runtime_data
     availability = data.availability
     online, offline = availability.counts()
-    return async_redact_data(
+    # Nodes never send credentials, but queued params, options or a misbehaving node might:
+    # redacted by key pattern at any depth (api_key, wifi_password, clientSecret, URLs, ...).
+    redacted: dict[str, Any] = redact(
         {
             "entry": {"data": dict(entry.data), "options": dict(entry.options)},
             "broker_connected": availability.broker_connected,
@@ -51,9 +49,9 @@ async def async_get_config_entry_diagnostics(
             },
             # Commands waiting for confirmation and the offline queue (docs/architecture.md §6).
             "control": data.control.diagnostics(),
-        },
-        TO_REDACT,
+        }
     )
+    return redacted
 
 
 def _availability(status: NodeStatus | None) -> dict[str, Any] | None:
@@ -63,6 +61,9 @@ def _availability(status: NodeStatus | None) -> dict[str, Any] | None:
     data = asdict(status)
     for key in ("last_seen", "deadline", "last_boot"):
         if data[key] is not None:
-            data[key] = dt_util.utc_from_timestamp(data[key]).isoformat()
+            try:
+                data[key] = dt_util.utc_from_timestamp(data[key]).isoformat()
+            except (OverflowError, OSError, ValueError):  # e.g. stored before numbers were bounded
+                data[key] = None
     data["state"] = str(status.state)
     return data

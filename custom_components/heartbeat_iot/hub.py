@@ -24,13 +24,12 @@ from .homesync.protocol import (
     Category,
     ProtocolError,
     Topic,
+    check_payload,
     decode_payload,
     hub_status_topic,
     parse_topic,
-    schema_for,
     subscription_topic,
     truncate,
-    validate,
 )
 from .homesync.ratelimit import RateLimitedLogger
 from .nodes import NodeData, NodeRegistry
@@ -129,10 +128,19 @@ class HomeSyncHub:
             # Commands are what we (or another controller) send; they come back to us
             # through the wildcard subscription and are not the node speaking.
             return
+        payload: dict[str, Any] | None = None
         try:
             payload = decode_payload(msg.payload)
             self._route(topic, payload, retained=msg.retain)
         except ProtocolError as err:
+            if (
+                payload is not None
+                and topic.category is Category.RESPONSE
+                and topic.name == "command"
+                and not msg.retain
+                and self._control.handle_invalid_response(topic.node_id, payload, str(err))
+            ):
+                return  # a command was waiting for it: it failed at once and said why
             self._warn.warning(
                 err.kind,
                 "Ignoring message on %s: %s; payload: %s",
@@ -142,9 +150,16 @@ class HomeSyncHub:
             )
 
     def _route(self, topic: Topic, payload: dict[str, Any], *, retained: bool) -> None:
-        # Validate before discovery: garbage must not create a device.
-        schema = schema_for(topic)
-        data = validate(schema, payload) if schema is not None else payload
+        # Validate before discovery: garbage must not create a device, and a status or
+        # response name nobody defined is neither a device nor proof of life.
+        if (data := check_payload(topic, payload)) is None:
+            return
+        reading = None
+        if topic.category is Category.TELEMETRY or (
+            topic.category is Category.STATUS and topic.name == "rssi"
+        ):
+            # Units and conversion overflow are checked before discovery too.
+            reading = self._nodes.reading(topic.node_id, topic.name, data)
         if (node := self._nodes.async_discover(topic.node_id)) is None:
             return
         # Availability first, so entities written below already see the node online.
@@ -152,17 +167,15 @@ class HomeSyncHub:
         if not retained:
             self._updates.async_notify(node.node_id, KEY_LAST_SEEN)
             self._schedule_save()
-        if topic.category is Category.TELEMETRY:
-            self._nodes.async_record_metric(node, topic.name, data)
+        if reading is not None:  # telemetry/* and status/rssi
+            self._nodes.async_record_metric(node, topic.name, reading)
         elif topic.category is Category.STATUS:
             self._handle_status(node, topic.name, data)
         elif topic.category is Category.RESPONSE and topic.name == "command" and not retained:
             self._control.handle_response(node.node_id, data)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
-        if name == "rssi":
-            self._nodes.async_record_metric(node, "rssi", data)
-        elif name == "relay":
+        if name == "relay":
             self._outputs.async_set_relay(node.node_id, data["state"])
         elif name == "led":
             self._outputs.async_set_led(node.node_id, data["state"], reported=True)

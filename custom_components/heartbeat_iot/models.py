@@ -24,6 +24,7 @@ from .const import (
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
+    CONF_MAX_METRICS,
     CONF_MAX_NODES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
@@ -52,6 +53,7 @@ class HomeSyncOptions:
     """The entry options, typed; defaults for anything missing."""
 
     max_nodes: int
+    max_metrics: int
     heartbeat_interval: float
     timeout_multiplier: float
     min_timeout: float
@@ -69,6 +71,7 @@ class HomeSyncOptions:
         merged = {**DEFAULT_OPTIONS, **options}
         return cls(
             max_nodes=int(merged[CONF_MAX_NODES]),
+            max_metrics=int(merged[CONF_MAX_METRICS]),
             heartbeat_interval=float(merged[CONF_HEARTBEAT_INTERVAL]),
             timeout_multiplier=float(merged[CONF_TIMEOUT_MULTIPLIER]),
             min_timeout=float(merged[CONF_MIN_TIMEOUT]),
@@ -165,6 +168,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         entry_id=entry.entry_id,
         home_id=home_id,
         max_nodes=options.max_nodes,
+        max_metrics=options.max_metrics,
         updates=updates,
         schedule_save=storage.schedule_save,
     )

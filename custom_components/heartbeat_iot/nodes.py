@@ -3,7 +3,9 @@
 A node exists from its first valid message (or from storage) until its device is removed. The
 registry owns what is known about it besides availability and outputs: its metrics and their
 last values, its firmware, and its device in Home Assistant's device registry. Over the cap
-(`max_nodes` option) a node is ignored with a rate-limited warning and one repair issue.
+(`max_nodes` option) a node is ignored with a rate-limited warning and one repair issue; so is
+a metric beyond the per-node cap (`max_metrics` option: one node inventing names cannot create
+thousands of sensors).
 See docs/architecture.md.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
@@ -20,6 +22,7 @@ from homeassistant.helpers import device_registry as dr, issue_registry as ir
 from .const import (
     DOMAIN,
     HUB,
+    ISSUE_MAX_METRICS,
     ISSUE_MAX_NODES,
     KEY_FIRMWARE,
     KEY_METRIC_ADDED,
@@ -46,6 +49,14 @@ class NodeData:
     device_id: str | None = None
 
 
+class Reading(NamedTuple):
+    """A validated reading in its metric's unit; `value` None with the reason it is missing."""
+
+    spec: MetricSpec
+    value: float | None
+    unmeasured: str | None
+
+
 class NodeRegistry(Mapping[str, NodeData]):
     """The discovered nodes of one home, by node id."""
 
@@ -56,6 +67,7 @@ class NodeRegistry(Mapping[str, NodeData]):
         entry_id: str,
         home_id: str,
         max_nodes: int,
+        max_metrics: int,
         updates: Updates,
         schedule_save: Callable[[], None],
     ) -> None:
@@ -64,6 +76,8 @@ class NodeRegistry(Mapping[str, NodeData]):
         self._entry_id = entry_id
         self._home_id = home_id
         self._max_nodes = max_nodes
+        self._max_metrics = max_metrics
+        self._metric_cap_reported = False
         self._updates = updates
         self._schedule_save = schedule_save
         self._nodes: dict[str, NodeData] = {}
@@ -160,6 +174,33 @@ class NodeRegistry(Mapping[str, NodeData]):
             translation_placeholders={"home_id": self._home_id, "max_nodes": str(self._max_nodes)},
         )
 
+    def _report_metric_cap(self, node_id: str, key: str) -> None:
+        self._warn.warning(
+            "max_metrics",
+            "HomeSync node %s/%s already has %d metrics (the configured maximum per node); "
+            "ignoring its metric %s",
+            self._home_id,
+            node_id,
+            self._max_metrics,
+            key,
+        )
+        if self._metric_cap_reported:
+            return
+        self._metric_cap_reported = True
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{ISSUE_MAX_METRICS}_{self._entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_MAX_METRICS,
+            translation_placeholders={
+                "home_id": self._home_id,
+                "node_id": node_id,
+                "max_metrics": str(self._max_metrics),
+            },
+        )
+
     @callback
     def async_forget(self, node_id: str) -> bool:
         """Drop a node; False when it was not known. Clears the cap issue once below the cap."""
@@ -172,22 +213,36 @@ class NodeRegistry(Mapping[str, NodeData]):
 
     # --- what the node reports ------------------------------------------------------------
 
-    @callback
-    def async_record_metric(self, node: NodeData, key: str, data: Mapping[str, Any]) -> None:
-        """A validated telemetry reading (or status/rssi): store it, announce it."""
+    def reading(self, node_id: str, key: str, data: Mapping[str, Any]) -> Reading | None:
+        """A validated reading in its metric's unit, without storing it (None: low quality).
+
+        Raises ProtocolError for a unit the metric cannot take or a value that overflows
+        when converted; the hub asks before discovery, so such a message creates no device.
+        """
         quality = data.get("quality")
         if quality is not None and quality < MIN_QUALITY:
-            _LOGGER.debug("Dropping %s/%s: quality %s", node.node_id, key, quality)
-            return
-        spec = node.metrics.get(key) or metric_spec(key, data.get("unit"))
-        value: float | None = None
+            _LOGGER.debug("Dropping %s/%s: quality %s", node_id, key, quality)
+            return None
+        node = self._nodes.get(node_id)
+        unit = data.get("unit")
+        spec = (node.metrics.get(key) if node is not None else None) or metric_spec(key, unit)
         if data["value"] is None:
-            node.unmeasured[key] = str(data.get("reason") or "unmeasured")
-        else:
-            value = normalize_value(spec, data["value"], data.get("unit"))
-            node.unmeasured.pop(key, None)
+            return Reading(spec, None, str(data.get("reason") or "unmeasured"))
+        return Reading(spec, normalize_value(spec, data["value"], unit), None)
+
+    @callback
+    def async_record_metric(self, node: NodeData, key: str, reading: Reading) -> None:
+        """A reading from `reading()`: store it, announce it (a new metric under the cap)."""
+        spec, value, unmeasured = reading
         is_new = key not in node.metrics
+        if is_new and len(node.metrics) >= self._max_metrics:
+            self._report_metric_cap(node.node_id, key)
+            return
         node.values[key] = value
+        if unmeasured is None:
+            node.unmeasured.pop(key, None)
+        else:
+            node.unmeasured[key] = unmeasured
         if is_new:
             node.metrics[key] = spec
             self._schedule_save()

@@ -62,7 +62,13 @@ async def async_setup_entry(
 
 
 def _timestamp(value: float | None) -> datetime | None:
-    return None if value is None else dt_util.utc_from_timestamp(value)
+    """A datetime, or None when there is none or it is out of range (e.g. an old store)."""
+    if value is None:
+        return None
+    try:
+        return dt_util.utc_from_timestamp(value)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)

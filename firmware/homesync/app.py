@@ -5,7 +5,11 @@ Tasks
   measure     reads the meter every ``measure_interval_ms``; after a *healthy* cycle it publishes
               the heartbeat and telemetry, so a dead sensor/app loop stops the heartbeat even
               while TCP and MQTT keep-alive are fine (docs/protocol.md, status/heartbeat)
-  commands    handles incoming messages in order; PUBACK only after the reply went out
+  commands    handles incoming messages in order; PUBACK only after the reply went out.  Every
+              failure to process one message (too large, unparseable, out of memory, a bug) is
+              contained: answered with an error when its request id is readable, acknowledged,
+              and the task, the link and the node live on.  Overload (inbox full) is answered
+              ``busy``.
   io          button (toggle) and LED (blink) at 20 Hz
   ntp         clock sync when Wi-Fi is up
   supervisor  feeds the watchdog only while the measurement loop makes progress, every task is
@@ -17,10 +21,10 @@ device; the simulator's HAL freezes, delays or crashes there).
 
 import asyncio
 
-from homesync import VERSION
+from homesync import VERSION, protocol
 from homesync.clock import Every
-from homesync.mqtt import MQTTClient, tls_context
-from homesync.node import Node
+from homesync.mqtt import AUTH_REFUSALS, MQTTClient, Oversize, describe, tls_context
+from homesync.node import BUSY, REQUEST_MEMORY, Node
 from homesync.ota import OtaHooks
 
 DEFAULTS = {
@@ -34,6 +38,7 @@ DEFAULTS = {
     "rssi_interval_s": 60,
     "rssi_check_s": 5,
     "announce_spread_s": 5,
+    "request_memory": REQUEST_MEMORY,
     "ntp_interval_s": 21600,
     "relay_boot": "restore",
 }
@@ -50,9 +55,41 @@ MQTT_DEFAULTS = {
     "backoff_min_s": 1,
     "backoff_max_s": 60,
     "stable_s": 60,
+    "auth_backoff_max_s": 600,
 }
+# Numeric settings checked at boot: (low, high, integer).  A value outside is replaced by its
+# default, and the console says so (0 used to mean "no heartbeat ever", silently).
+RANGES = {
+    "heartbeat_interval": (1, 3600, True),
+    "telemetry_interval": (1, 3600, True),
+    "measure_interval_ms": (10, 60000, False),
+    "stall_timeout_s": (0.1, 3600, False),
+    "watchdog_s": (0, 3600, False),
+    "reboot_after_offline_s": (0, 604800, False),
+    "energy_save_s": (1, 86400, False),
+    "rssi_interval_s": (1, 86400, False),
+    "rssi_check_s": (0.01, 3600, False),
+    "announce_spread_s": (0, 60, False),
+    "ntp_interval_s": (60, 604800, False),
+    "request_memory": (REQUEST_MEMORY, 4096, True),
+}
+MQTT_RANGES = {
+    "port": (1, 65535, True),
+    "keepalive": (0, 65535, True),
+    "backoff_min_s": (0.01, 3600, False),
+    "backoff_max_s": (0.01, 86400, False),
+    "stable_s": (0, 86400, False),
+    "auth_backoff_max_s": (0.01, 86400, False),
+}
+RELAY_BOOT = ("restore", "on", "off")
+# An incoming packet may hold a maximal command plus its topic and header; anything larger is
+# skipped by the client in bounded memory and answered "too large".
+MAX_PACKET = protocol.MAX_COMMAND_BYTES + 512
 CRITICAL_TASKS = ("mqtt", "measure", "commands", "io")
-INBOX_LIMIT = 32
+# Messages waiting for the command task (the client stops reading at this many); QoS 1 commands
+# arriving beyond it (only while our own window waits for PUBACKs) are answered busy at once.
+INBOX_LIMIT = 16
+AUTH_BLINK_MS = 100  # LED pattern while the broker refuses our credentials: fast blink (5 Hz)
 
 
 def with_defaults(config):
@@ -72,6 +109,63 @@ def with_defaults(config):
         mqtt["port"] = 8883 if mqtt["tls"] else 1883
     out["mqtt"] = mqtt
     return out
+
+
+def _in_range(value, low, high, integer):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not protocol.finite(value) or not low <= value <= high:
+        return False
+    return not integer or value == int(value)
+
+
+def validate(cfg, log):
+    """Check the settings of ``with_defaults(config)`` in place; bad ones get their default
+    and one console line each."""
+
+    def check(section, ranges, defaults, prefix):
+        for key in ranges:
+            low, high, integer = ranges[key]
+            value = section.get(key)
+            if value is None and defaults[key] is None:
+                continue
+            if _in_range(value, low, high, integer):
+                if integer:
+                    section[key] = int(value)
+                continue
+            log(
+                "config: {}{}={!r} is not {} in {}..{}; using {}".format(
+                    prefix,
+                    key,
+                    value,
+                    "an integer" if integer else "a number",
+                    low,
+                    high,
+                    defaults[key],
+                )
+            )
+            section[key] = defaults[key]
+
+    check(cfg, RANGES, DEFAULTS, "")
+    mqtt = cfg["mqtt"]
+    port_default = 8883 if mqtt.get("tls") else 1883
+    defaults = {}
+    for key, value in MQTT_DEFAULTS.items():
+        defaults[key] = value
+    defaults["port"] = port_default
+    check(mqtt, MQTT_RANGES, defaults, "mqtt.")
+    if mqtt["backoff_max_s"] < mqtt["backoff_min_s"]:
+        log("config: mqtt.backoff_max_s is below mqtt.backoff_min_s; using both defaults")
+        mqtt["backoff_min_s"] = MQTT_DEFAULTS["backoff_min_s"]
+        mqtt["backoff_max_s"] = MQTT_DEFAULTS["backoff_max_s"]
+    if cfg.get("relay_boot") not in RELAY_BOOT:
+        log(
+            "config: relay_boot={!r} is not one of {}; using restore".format(
+                cfg.get("relay_boot"), ", ".join(RELAY_BOOT)
+            )
+        )
+        cfg["relay_boot"] = "restore"
+    return cfg
 
 
 def broker_list(mqtt):
@@ -103,7 +197,7 @@ def broker_list(mqtt):
 class App:
     def __init__(self, hal, config, firmware=None):
         self.hal = hal
-        self.cfg = with_defaults(config)
+        self.cfg = validate(with_defaults(config), hal.log)
         self.node = Node(hal, self.cfg, hal.load_state(), firmware or VERSION)
         self.mqtt = None
         self.opener = None  # tests inject an in-memory transport here
@@ -119,6 +213,7 @@ class App:
         self.offline_reboot_ms = int(self.cfg["reboot_after_offline_s"] * 1000)
         self.problem = None
         self._announce_at = None  # ticks when a hub-requested re-announcement is due
+        self._fatal = getattr(hal, "fatal_errors", ())  # exceptions not to contain (simulator)
         self.ota = OtaHooks(self)  # firmware updates (homesync/ota.py)
 
     # ----------------------------------------------------------------- lifecycle
@@ -158,7 +253,7 @@ class App:
                 client.abort(reason)
         if node.energy_unsaved():
             node.save_state()
-        self.hal.log("app: stopped ({})".format(reason))
+        self.hal.log("app: stopped ({}); mqtt {}".format(reason, client.stats if client else None))
         self._cancel_tasks()
         self._stopped.set()
 
@@ -209,18 +304,24 @@ class App:
             opener=self.opener,
             backoff_base=float(mq["backoff_min_s"]),
             backoff_cap=float(mq["backoff_max_s"]),
+            auth_backoff_cap=float(mq["auth_backoff_max_s"]),
             stable_s=mq["stable_s"],
+            max_packet=MAX_PACKET,
+            max_unacked=INBOX_LIMIT,
         )
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         return client
 
     async def _on_connect(self, session_present):
-        # Subscribe first: once the integration sees the birth, commands reach us.
+        # Subscribe first: once the integration sees the birth, commands reach us.  On EVERY
+        # connect, whatever session_present says: a session can exist without subscriptions
+        # (the first link died between CONNACK and SUBACK, or a topic was refused), and a node
+        # that trusted it would look healthy while deaf for good.  SUBSCRIBE is idempotent.
         node = self.node
-        if not session_present:
-            await self.mqtt.subscribe(node.subscriptions())
         node.on_connected()
+        await self.mqtt.subscribe(node.subscriptions())
+        node.mark_announced()
         await self._announce()
         await self.ota.on_connected()  # e.g. a pending "rolled back" report
 
@@ -239,11 +340,24 @@ class App:
         return self.node.rssi_msg(self.hal.rssi())
 
     def _on_message(self, topic, payload, retain, token):
-        if token is None and len(self.inbox) >= INBOX_LIMIT:
+        """Take a message into the inbox (``None``), or shed it when the inbox is full: the
+        client then publishes the returned ``(topic, payload)`` (QoS 0, no window needed) and
+        acknowledges the message in order."""
+        if len(self.inbox) < INBOX_LIMIT:
+            self.inbox.append((topic, payload, retain, token))
+            self._inbox_event.set()
+            return None
+        if token is None:
             self._warn("inbox", "app: inbox full, dropped a QoS 0 message on {}".format(topic))
-            return
-        self.inbox.append((topic, payload, retain, token))
-        self._inbox_event.set()
+            return None
+        node = self.node
+        if retain or not node.is_command(topic):
+            return ()
+        raw = payload.head if isinstance(payload, Oversize) else payload
+        rid = protocol.sniff_request_id(bytes(raw)) if raw else None
+        self._warn("shed", "app: overloaded, answering busy", 5000)
+        out = node.refuse(topic, rid, BUSY, False)
+        return (out[0][0], out[0][1]) if out else ()
 
     async def _publish(self, msg):
         client = self.mqtt
@@ -255,7 +369,6 @@ class App:
 
     async def _command_loop(self):
         hal = self.hal
-        node = self.node
         while True:
             if not self.inbox:
                 self._inbox_event.clear()
@@ -263,17 +376,59 @@ class App:
                 continue
             topic, payload, retain, token = self.inbox.pop(0)
             await hal.gate("command")
-            node.connected = self.mqtt.connected
-            out, follow = node.handle(topic, payload, retain)
-            hal.checkpoint("command_handled")
-            for msg in out:
-                await self._publish(msg)
+            follow = None
+            try:
+                follow = await self._process(topic, payload, retain)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # MemoryError included: contain it, answer, ack
+                if isinstance(err, self._fatal):
+                    raise  # the HAL says the device is resetting right here (a simulated brownout)
+                await self._contain(topic, payload, retain, err)
             await self.mqtt.ack(token)
             if follow is not None and follow[0] == "ota":
                 for msg in self.ota.command(follow[1]):  # the update runs as its own task
                     await self._publish(msg)
             elif follow is not None and follow[0] == "announce":
                 self._schedule_announce()
+
+    async def _process(self, topic, payload, retain):
+        node = self.node
+        if isinstance(payload, Oversize):
+            rid = None if retain else protocol.sniff_request_id(payload.head)
+            reason = "command too large ({} bytes, limit {})".format(
+                payload.size, protocol.MAX_COMMAND_BYTES
+            )
+            await self._answer(topic, rid, reason)
+            return None
+        node.connected = self.mqtt.connected
+        out, follow = node.handle(topic, payload, retain)
+        self.hal.checkpoint("command_handled")
+        for msg in out:
+            await self._publish(msg)
+        return follow
+
+    async def _answer(self, topic, rid, reason):
+        """An error response for a message that could not be processed (if it is a command
+        whose request id is known)."""
+        for msg in self.node.refuse(topic, rid, reason):
+            await self._publish(msg)
+
+    async def _contain(self, topic, payload, retain, err):
+        hal = self.hal
+        hal.collect_garbage()
+        self._warn("contain", "app: message on {} failed: {}".format(topic, describe(err)), 5000)
+        reason = "out of memory" if isinstance(err, MemoryError) else "internal error"
+        raw = payload.head if isinstance(payload, Oversize) else payload
+        try:
+            rid = None
+            if not retain and isinstance(raw, (bytes, bytearray)):
+                rid = protocol.sniff_request_id(bytes(raw))
+            await self._answer(topic, rid, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as again:
+            self._warn("contain2", "app: could not answer it: {}".format(describe(again)), 5000)
 
     def _schedule_announce(self):
         """The hub came (back): re-announce after a random 0..announce_spread_s delay (many
@@ -342,7 +497,9 @@ class App:
         hal = self.hal
         node = self.node
         blink = Every(hal, 500)
+        fast = Every(hal, AUTH_BLINK_MS)
         phase = False
+        fast_phase = False
         level = None
         while True:
             if hal.button_pressed():
@@ -350,7 +507,10 @@ class App:
                     await self._publish(msg)
             if blink.due():
                 phase = not phase
-            want = node.led_level(phase)
+            if fast.due():
+                fast_phase = not fast_phase
+            # While the broker refuses our credentials the plug itself says so: fast blink.
+            want = fast_phase if self.credentials_refused() else node.led_level(phase)
             if want != level:
                 hal.led_set(want)
                 level = want
@@ -368,6 +528,10 @@ class App:
                 await asyncio.sleep(self.cfg["ntp_interval_s"] if ok else 60)
             else:
                 await asyncio.sleep(5)
+
+    def credentials_refused(self):
+        client = self.mqtt
+        return client is not None and not client.connected and client.refused in AUTH_REFUSALS
 
     def health_problem(self):
         """``None`` when healthy, else why the watchdog is being starved."""

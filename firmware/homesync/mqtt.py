@@ -7,18 +7,32 @@ What HomeSync nodes need and nothing more:
 * Keep-alive: PINGREQ when either direction has been idle for half the keep-alive; the link is
   declared dead when nothing arrived for a whole keep-alive, when Wi-Fi is down, or when a
   PUBACK is overdue.  A dead link is closed without DISCONNECT (that is what the LWT is for).
-* QoS 0/1 publish; QoS 1 stays in flight until PUBACK and is re-sent with DUP after a reconnect
-  (MQTT-4.4.0-1).  Incoming QoS 1 is acknowledged by the application *after* it handled the
-  message (``ack(token)``), so a crash before that makes the broker deliver it again.
-* SUBSCRIBE (only when the broker has no session for us: ``session_present`` 0).
+* QoS 0/1 publish; QoS 1 stays in flight until PUBACK and is re-sent after a reconnect
+  (MQTT-4.4.0-1), with DUP only when it had been sent before (DUP is 0 on a first attempt,
+  MQTT 3.1.1 section 3.3.1.1).  At most ``max_inflight`` are in flight: while connected a
+  publisher waits for room (back-pressure, nothing dropped); while offline the oldest message,
+  preferably one superseded by a newer message on the same topic, makes room.
+* Incoming QoS 1 is acknowledged by the application *after* it handled the message
+  (``ack(token)``), so a crash before that makes the broker deliver it again.  PUBACKs leave in
+  the order the messages arrived (MQTT-4.6.0-2), whatever order the application finishes in.
+  With ``max_unacked`` messages not yet acknowledged the client stops reading (bounded memory
+  whatever the broker sends), except while its own window waits for PUBACKs.
+* A packet larger than ``max_packet`` is read and skipped in bounded memory; a PUBLISH is still
+  handed to the application as an ``Oversize`` (topic, packet id, size, first bytes) so it can be
+  answered and acknowledged: a message the node cannot take never breaks the link.
+* SUBSCRIBE on demand (the application subscribes on every connect: a session can exist without
+  subscriptions).
 * Reconnect forever with randomized exponential backoff: the n-th retry waits a uniformly random
-  time in [c/2, c] with c = min(cap, base * 2**n); the count resets once a connection has stayed
-  up for ``stable_s``.
+  time in [c/2, c] with c = min(cap, base * 2**n); the count resets once a connection proved
+  healthy (SUBACK received, then a PUBACK or PINGRESP: a full round trip) or stayed up for
+  ``stable_s``.  A broker refusing our credentials (CONNACK 4/5) is retried with a longer cap
+  (``auth_backoff_cap``) and logged once per change, not once per attempt.
 
 The HAL supplies the clock (``ticks_ms``/``ticks_diff``), ``random()``, ``wifi_connected()``,
 ``wifi_connect()`` and ``log()``.
 """
 
+from array import array
 import asyncio
 
 CONNECT = 1
@@ -34,6 +48,19 @@ DISCONNECT = 14
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 OVERSIZE = 0x100  # flag added by read_packet when a packet was larger than allowed
+TOPIC_KEEP = 512  # an oversize PUBLISH keeps its topic up to this length
+HEAD_KEEP = 256  # ... and this many payload bytes (enough to find a request id)
+AUTH_REFUSALS = (4, 5)
+# Received QoS 1 messages not yet acknowledged (held, or handled and waiting for an earlier one
+# to be acknowledged first); beyond, the link is dropped and the broker delivers them again.
+MAX_UNACKED_TOTAL = 1024
+# mbedTLS error codes as MicroPython may report them (when the port has no error strings).
+TLS_ERRORS = {
+    -9984: "certificate verification failed (wrong CA, host name or an expired certificate)",
+    -30592: "the broker sent a fatal TLS alert",
+    -29312: "the broker closed the connection during the handshake",
+    -26880: "no common TLS version or cipher",
+}
 
 CONNACK_CODES = {
     1: "unacceptable protocol version",
@@ -46,6 +73,17 @@ CONNACK_CODES = {
 
 class MQTTError(Exception):
     pass
+
+
+class Oversize:
+    """What is kept of a PUBLISH larger than ``max_packet``: ``topic`` (``None`` when longer than
+    ``TOPIC_KEEP`` or not UTF-8), ``pid``, payload ``size`` and its first ``head`` bytes."""
+
+    def __init__(self, topic, pid, size, head):
+        self.topic = topic
+        self.pid = pid
+        self.size = size
+        self.head = head
 
 
 # --------------------------------------------------------------------------- framing
@@ -197,11 +235,19 @@ def split_packets(data):
     return out, bytes(data[pos:])
 
 
+async def _skip(reader, count):
+    while count > 0:
+        chunk = 1024 if count > 1024 else count
+        await reader.readexactly(chunk)
+        count -= chunk
+
+
 async def read_packet(reader, max_size=16384):
     """Read one packet -> ``(type, flags, body)``.
 
-    Bodies above ``max_size`` are read and discarded in chunks (the first 512 bytes are kept so
-    a PUBLISH can still be acknowledged) and ``OVERSIZE`` is or-ed into ``flags``.
+    A body above ``max_size`` is read and discarded in chunks of at most 1 KiB (never more than
+    the packet holds) and ``OVERSIZE`` is or-ed into ``flags``; the body is then ``b""``, or an
+    ``Oversize`` for a PUBLISH, so it can still be answered and acknowledged.
     """
     head = await reader.readexactly(1)
     length = 0
@@ -219,13 +265,41 @@ async def read_packet(reader, max_size=16384):
     if length <= max_size:
         body = await reader.readexactly(length) if length else b""
         return ptype, flags, body
-    keep = await reader.readexactly(512)
-    left = length - 512
-    while left:
-        chunk = 1024 if left > 1024 else left
-        await reader.readexactly(chunk)
-        left -= chunk
-    return ptype, flags | OVERSIZE, keep
+    if ptype != PUBLISH:
+        await _skip(reader, length)
+        return ptype, flags | OVERSIZE, b""
+    return ptype, flags | OVERSIZE, await _read_oversize_publish(reader, flags, length)
+
+
+async def _read_oversize_publish(reader, flags, left):
+    if left < 2:
+        await _skip(reader, left)
+        return Oversize(None, 0, 0, b"")
+    raw = await reader.readexactly(2)
+    left -= 2
+    tlen = (raw[0] << 8) | raw[1]
+    if tlen > left:
+        await _skip(reader, left)
+        return Oversize(None, 0, 0, b"")
+    topic = None
+    if tlen <= TOPIC_KEEP:
+        try:
+            topic = str(await reader.readexactly(tlen), "utf-8")
+        except UnicodeError:
+            topic = None
+    else:
+        await _skip(reader, tlen)
+    left -= tlen
+    pid = 0
+    if (flags >> 1) & 0x03 and left >= 2:
+        raw = await reader.readexactly(2)
+        pid = (raw[0] << 8) | raw[1]
+        left -= 2
+    size = left
+    keep = HEAD_KEEP if left > HEAD_KEEP else left
+    head = await reader.readexactly(keep) if keep else b""
+    await _skip(reader, left - keep)
+    return Oversize(topic, pid, size, head)
 
 
 # --------------------------------------------------------------------------- transport
@@ -340,11 +414,13 @@ class MQTTClient:
         opener=None,
         backoff_base=1.0,
         backoff_cap=60.0,
+        auth_backoff_cap=600.0,
         stable_s=60,
         max_inflight=16,
         io_timeout=10.0,
         max_packet=16384,
         brokers=None,
+        max_unacked=32,
     ):
         self._hal = hal
         self.client_id = client_id
@@ -362,11 +438,13 @@ class MQTTClient:
         self._open = opener or open_tcp
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.auth_backoff_cap = auth_backoff_cap
         self.stable_ms = int(stable_s * 1000)
         self.max_inflight = max_inflight
         self.io_timeout = io_timeout
         self.ack_timeout_ms = int(io_timeout * 2000)
         self.max_packet = max_packet
+        self.max_unacked = max_unacked
         self.on_connect = None  # async callable(session_present)
         self.on_message = None  # callable(topic, payload, retain, token)
         self.connected = False
@@ -375,11 +453,22 @@ class MQTTClient:
         self.gen = 0
         self.fails = 0
         self.last_reason = None
-        self.stats = {"connects": 0, "drops": 0, "pings": 0, "pongs": 0, "resent": 0}
+        self.last_delay = 0.0
+        self.refused = None  # CONNACK return code of the last refusal; None once accepted
+        self._refusal_logged = None
+        self._sub_gen = 0  # connection generation whose SUBSCRIBE was granted
+        self.stats = {"connects": 0, "drops": 0, "pings": 0, "pongs": 0, "resent": 0, "rx_peak": 0}
         self._reader = None
         self._writer = None
         self._tasks = []
-        self._inflight = {}  # pid -> [packet, ticks when sent or None]
+        self._inflight = {}  # pid -> [packet, ticks when sent or None, topic, ever sent]
+        # QoS 1 messages received on this connection and not yet acknowledged, in order: pid
+        # while the application holds it, -pid once handled.  A ring allocated once (small
+        # ints, no allocation per message: a burst must not fragment the heap).
+        self._rx = array("i", bytes(4 * MAX_UNACKED_TOTAL))
+        self._rx_head = 0
+        self._rx_len = 0
+        self._held = 0  # how many of them the application holds
         self._order = []  # in-flight pids, oldest first (dicts are unordered on MicroPython)
         self._subacks = {}  # pid -> None (waiting) or list of return codes
         self._pid = 0
@@ -411,23 +500,48 @@ class MQTTClient:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                self._drop("connect failed: {}".format(_describe(err)))
+                tls = self._ssl is not None
+                self._drop("connect failed: {}".format(describe_connect_error(err, tls)))
             if up_at is not None:
                 await self._lost.wait()
                 if self.stopping:
                     break
                 if hal.ticks_diff(hal.ticks_ms(), up_at) >= self.stable_ms:
                     self.fails = 0
+            cap = self.backoff_cap
+            quiet = False
+            if self.refused in AUTH_REFUSALS:
+                cap = max(cap, self.auth_backoff_cap)
+                quiet = self._log_refusal(cap)
+            else:
+                self._refusal_logged = None
             self._next_broker()
-            delay = backoff_delay(self.fails, hal.random(), self.backoff_base, self.backoff_cap)
+            delay = backoff_delay(self.fails, hal.random(), self.backoff_base, cap)
+            self.last_delay = delay
             self.fails += 1
-            where = ""
-            if len(self.brokers) > 1:
-                where = " at {}:{}".format(self.host, self.port)
-            hal.log(
-                "mqtt: retry in {} ms{} ({})".format(int(delay * 1000), where, self.last_reason)
-            )
+            if not quiet:
+                where = ""
+                if len(self.brokers) > 1:
+                    where = " at {}:{}".format(self.host, self.port)
+                hal.log(
+                    "mqtt: retry in {} ms{} ({})".format(int(delay * 1000), where, self.last_reason)
+                )
             await asyncio.sleep(delay)
+
+    def _log_refusal(self, cap):
+        """Log a credentials refusal once per change (the serial console shows it); the LED
+        pattern comes from the app.  The retries themselves stay quiet."""
+        if self._refusal_logged == self.refused:
+            return True
+        self._refusal_logged = self.refused
+        cap = int(cap) if cap >= 1 else cap
+        self._hal.log(
+            "mqtt: broker {}:{} refused our credentials ({}): check mqtt.username and "
+            "mqtt.password in config.json; retrying with backoff up to {} s".format(
+                self.host, self.port, CONNACK_CODES.get(self.refused), cap
+            )
+        )
+        return True
 
     async def publish(self, topic, payload, qos=0, retain=False):
         """QoS 0: send now if connected (returns success).  QoS 1: queue in flight, send if
@@ -436,18 +550,33 @@ class MQTTClient:
             if not self.connected:
                 return False
             return await self._send_or_drop(encode_publish(topic, payload, 0, retain))
+        while self.connected and len(self._order) >= self.max_inflight:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # back-pressure: PUBACKs make room (or the link dies)
         pid = self._new_pid()
         pkt = encode_publish(topic, payload, 1, retain, pid)
         if len(self._order) >= self.max_inflight:
-            old = self._order.pop(0)
-            self._inflight.pop(old, None)
-            self._hal.log("mqtt: in-flight window full, dropped packet {}".format(old))
-        self._inflight[pid] = [pkt, None]
+            self._make_room(topic)
+        entry = [pkt, None, topic, False]
+        self._inflight[pid] = entry
         self._order.append(pid)
         if self.connected:
-            self._inflight[pid][1] = self._hal.ticks_ms()
+            entry[1] = self._hal.ticks_ms()
+            entry[3] = True
             await self._send_or_drop(pkt)
         return pid
+
+    def _make_room(self, topic):
+        """Offline and the window is full: drop the oldest message on ``topic`` (superseded by
+        the new one), else the oldest message."""
+        victim = self._order[0]
+        for pid in self._order:
+            if self._inflight[pid][2] == topic:
+                victim = pid
+                break
+        self._order.remove(victim)
+        entry = self._inflight.pop(victim)
+        if entry[2] != topic:
+            self._hal.log("mqtt: offline queue full, dropped a message on {}".format(entry[2]))
 
     async def wait_acked(self, pid, timeout):
         """True once ``pid`` has been acknowledged (False on timeout)."""
@@ -481,16 +610,43 @@ class MQTTClient:
         for code in codes:
             if code & 0x80:
                 raise MQTTError("subscribe refused")
+        self._sub_gen = self.gen
         return codes
 
     async def ack(self, token):
-        """Acknowledge an incoming QoS 1 message once the application has handled it."""
+        """Acknowledge an incoming QoS 1 message once the application has handled it.
+
+        PUBACKs go out in the order of receipt: one for a later message waits until every
+        earlier one was acknowledged too."""
         if token is None:
             return False
         gen, pid = token
         if gen != self.gen or not self.connected:
             return False  # that connection is gone: the broker will deliver it again
-        return await self._send_or_drop(encode_puback(pid))
+        ring = self._rx
+        size = len(ring)
+        at = self._rx_head
+        for _ in range(self._rx_len):
+            if ring[at] == pid:
+                break
+            at += 1
+            if at == size:
+                at = 0
+        else:
+            return False
+        ring[at] = -pid
+        self._held -= 1
+        return await self._flush_acks(gen)
+
+    async def _flush_acks(self, gen):
+        ring = self._rx
+        ok = True
+        while self._rx_len and ring[self._rx_head] < 0 and gen == self.gen:
+            done = -ring[self._rx_head]
+            self._rx_head = (self._rx_head + 1) % len(ring)
+            self._rx_len -= 1
+            ok = await self._send_or_drop(encode_puback(done)) and ok
+        return ok
 
     async def disconnect(self):
         """Graceful stop: DISCONNECT (the broker then discards the will) and close."""
@@ -574,7 +730,7 @@ class MQTTClient:
             raise
         except Exception as err:
             if gen == self.gen and self.connected:
-                self._drop("write: {}".format(_describe(err)))
+                self._drop("write: {}".format(describe(err)))
             return False
 
     async def _connect_once(self):
@@ -600,7 +756,9 @@ class MQTTClient:
                 raise MQTTError("expected CONNACK, got type {}".format(ptype))
             session_present, code = parse_connack(body)
             if code:
+                self.refused = code
                 raise MQTTError("refused: {}".format(CONNACK_CODES.get(code, code)))
+            self.refused = None
         except BaseException:
             close_stream(writer)
             raise
@@ -610,6 +768,9 @@ class MQTTClient:
         gen = self.gen
         self.connected = True
         self.session_present = session_present
+        self._rx_head = 0
+        self._rx_len = 0
+        self._held = 0
         self._lost.clear()
         now = hal.ticks_ms()
         self._last_rx = now
@@ -634,9 +795,11 @@ class MQTTClient:
             entry = self._inflight.get(pid)
             if entry is None:
                 continue
-            entry[0] = set_dup(entry[0])
+            if entry[3]:
+                entry[0] = set_dup(entry[0])  # sent before: a re-delivery
+                self.stats["resent"] += 1
             entry[1] = hal.ticks_ms()
-            self.stats["resent"] += 1
+            entry[3] = True
             if not await self._send_or_drop(entry[0]):
                 raise MQTTError("link lost while re-sending")
         if self.on_connect is not None:
@@ -647,6 +810,19 @@ class MQTTClient:
     async def _read_loop(self, gen, reader):
         try:
             while True:
+                # Flow control: with max_unacked messages held by the application, stop reading
+                # (TCP pushes back on the broker, which need not limit what it sends us) -
+                # unless our own window is full: then PUBACKs must get through, and what else
+                # arrives meanwhile is the application's to shed.
+                while (  # noqa: ASYNC110
+                    self._held >= self.max_unacked
+                    and len(self._order) < self.max_inflight
+                    and gen == self.gen
+                ):
+                    await asyncio.sleep(0.002)
+                if self._rx_len >= MAX_UNACKED_TOTAL:
+                    self._drop("overload: {} messages not acknowledged yet".format(self._rx_len))
+                    return
                 ptype, flags, body = await read_packet(reader, self.max_packet)
                 self._last_rx = self._hal.ticks_ms()
                 await self._dispatch(gen, ptype, flags, body)
@@ -654,35 +830,70 @@ class MQTTClient:
             raise
         except Exception as err:
             if gen == self.gen and self.connected:
-                why = "closed after DISCONNECT" if self.stopping else _describe(err)
+                why = "closed after DISCONNECT" if self.stopping else describe(err)
                 self._drop("read: {}".format(why))
 
     async def _dispatch(self, gen, ptype, flags, body):
         if ptype == PUBLISH:
-            oversize = flags & OVERSIZE
-            topic, payload, qos, retain, _dup, pid = parse_publish(flags & 0x0F, body)
-            token = (gen, pid) if qos == 1 else None
-            if oversize:
-                self._hal.log("mqtt: dropped oversize message on {}".format(topic))
-                await self.ack(token)
-            elif self.on_message is None:
-                await self.ack(token)
-            else:
-                try:
-                    self.on_message(topic, payload, retain, token)
-                except Exception as err:
-                    self._hal.log("mqtt: message handler failed: {}".format(_describe(err)))
-                    await self.ack(token)
+            await self._incoming(gen, flags, body)
         elif ptype == PUBACK:
             pid = parse_pid(body)
             if self._inflight.pop(pid, None) is not None:
                 self._order.remove(pid)
+            self._round_trip(gen)
         elif ptype == SUBACK:
             pid, codes = parse_suback(body)
             if pid in self._subacks:
                 self._subacks[pid] = codes
         elif ptype == PINGRESP:
             self.stats["pongs"] += 1
+            self._round_trip(gen)
+
+    def _round_trip(self, gen):
+        # Subscribed on this connection and a reply came back: the link works end to end,
+        # so the next outage starts from the shortest backoff again (jitter stays).
+        if self._sub_gen == gen and gen == self.gen:
+            self.fails = 0
+
+    async def _incoming(self, gen, flags, body):
+        """Hand one PUBLISH to the application; whatever happens, it is acknowledged in order."""
+        qos = (flags >> 1) & 0x03
+        if flags & OVERSIZE:
+            topic, payload, pid, retain = body.topic, body, body.pid, bool(flags & 0x01)
+            self._hal.log(
+                "mqtt: message of {} bytes on {} exceeds {} bytes".format(
+                    body.size, topic or "(long topic)", self.max_packet
+                )
+            )
+        else:
+            try:
+                topic, payload, qos, retain, _dup, pid = parse_publish(flags & 0x0F, body)
+            except Exception as err:  # malformed (e.g. topic not UTF-8): skip it, keep the link
+                self._hal.log("mqtt: skipped a malformed PUBLISH: {}".format(describe(err)))
+                pid = _publish_pid(flags, body)
+                retain = False
+                topic = None
+                payload = None
+        token = None
+        if qos == 1 and pid:
+            ring = self._rx
+            ring[(self._rx_head + self._rx_len) % len(ring)] = pid
+            self._rx_len += 1
+            self.stats["rx_peak"] = max(self.stats["rx_peak"], self._rx_len)
+            self._held += 1
+            token = (gen, pid)
+        if topic is None or self.on_message is None:
+            await self.ack(token)
+            return
+        try:
+            reply = self.on_message(topic, payload, retain, token)
+        except Exception as err:
+            self._hal.log("mqtt: message handler failed: {}".format(describe(err)))
+            reply = ()
+        if reply is not None:  # handled on the spot (shed): answer at QoS 0, ack in order
+            if reply:
+                await self.publish(reply[0], reply[1], 0, False)
+            await self.ack(token)
 
     async def _ping_loop(self, gen):
         hal = self._hal
@@ -718,7 +929,33 @@ class MQTTClient:
                 await self._send_or_drop(PINGREQ_PACKET)
 
 
-def _describe(err):
-    text = str(err)
+def _publish_pid(flags, body):
+    """The packet id of a (possibly malformed) QoS 1 PUBLISH; 0 when unreadable."""
+    if (flags >> 1) & 0x03 != 1 or len(body) < 2:
+        return 0
+    pos = 2 + ((body[0] << 8) | body[1])
+    if len(body) < pos + 2:
+        return 0
+    return (body[pos] << 8) | body[pos + 1]
+
+
+def describe(err):
+    """``Name: message`` on one line (MicroPython's TLS messages span several lines)."""
+    try:
+        text = " ".join(str(err).split())
+    except Exception:
+        text = ""
     name = type(err).__name__
     return "{}: {}".format(name, text) if text else name
+
+
+def describe_connect_error(err, tls):
+    """A connect failure as a reader can act on it; TLS refusals say what was refused."""
+    code = err.args[0] if isinstance(err, OSError) and err.args else None
+    if tls and isinstance(code, int) and code < 0:
+        what = TLS_ERRORS.get(code, "TLS error")
+        return "TLS handshake refused: {} (mbedTLS {})".format(what, code)
+    name = type(err).__name__
+    if tls and (isinstance(err, ValueError) or "SSL" in name):
+        return "TLS handshake refused: {}".format(describe(err))
+    return describe(err)

@@ -1,4 +1,4 @@
-"""Node logic: relay, LED, commands, idempotency cache, heartbeat, telemetry, persistence.
+"""Node logic: relay, LED, commands, request-id memory, heartbeat, telemetry, persistence.
 
 No sockets and no ``asyncio`` here.  Every method returns the messages to publish as
 ``(topic, payload_bytes, qos, retain)`` tuples; the app sends them.  Hardware and time come from
@@ -14,9 +14,72 @@ the HAL:
 from homesync import VERSION, protocol
 from homesync.clock import MIN_VALID_UNIX, Uptime
 
-CACHE_SIZE = 32
+REQUEST_MEMORY = 256  # request ids remembered (at least; config ``request_memory``)
+REQUEST_WINDOW_S = 120  # ... for this long: a retry arrives within ~30 s of the first attempt
+PERSIST_LIMIT = 32  # state-changing entries also kept in state.json (survive a reset)
 SOURCES = ("command", "button", "boot")
 RSSI_STEP_DB = 3
+BUSY = "busy"
+
+
+class RequestMemory:
+    """Every request id executed in the last ``window_ms``, at most ``capacity`` of them.
+
+    An entry is ``[ticks, result, extra, persist]`` (the response is rebuilt from it: a few
+    dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
+    execute a new request, or it could no longer recognise that request's retry: it answers
+    ``busy`` instead (shedding load, never executing twice).
+    """
+
+    def __init__(self, clock, capacity=REQUEST_MEMORY, window_s=REQUEST_WINDOW_S):
+        self._clock = clock
+        self.capacity = capacity
+        self.window_ms = int(window_s * 1000)
+        self._entries = {}
+        self._order = []  # oldest first (dicts are unordered on MicroPython)
+
+    def _expire(self):
+        clock = self._clock
+        now = clock.ticks_ms()
+        order = self._order
+        while order:
+            age = clock.ticks_diff(now, self._entries[order[0]][0])
+            if 0 <= age <= self.window_ms:
+                return
+            del self._entries[order.pop(0)]
+
+    def get(self, rid):
+        self._expire()
+        return self._entries.get(rid)
+
+    def full(self):
+        self._expire()
+        return len(self._order) >= self.capacity
+
+    def size(self):
+        self._expire()
+        return len(self._order)
+
+    def add(self, rid, result, extra=None, persist=False):
+        self._expire()
+        if rid in self._entries:
+            self._order.remove(rid)
+        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist]
+        self._order.append(rid)
+        while len(self._order) > self.capacity:
+            del self._entries[self._order.pop(0)]
+
+    def forget(self, rid):
+        if self._entries.pop(rid, None) is not None:
+            self._order.remove(rid)
+
+    def persisted(self, limit=PERSIST_LIMIT):
+        out = []
+        for rid in self._order:
+            entry = self._entries[rid]
+            if entry[3]:
+                out.append([rid, entry[1], entry[2]])
+        return out[-limit:]
 
 
 class Node:
@@ -42,17 +105,17 @@ class Node:
         self.seq = 0
         self.connects = 0
         self.connected = False
+        self.announced = False  # the birth of the current connection is (being) published
+        self.announces = 0  # connections that got as far as their birth, since boot
         self.stopping = False
         self.reading = {}
         self.uptime = Uptime(hal)
         self._rebirth_at = None
-        self._cache = {}  # request_id -> response dict
-        self._cache_order = []
-        self._persist_cache = {}
-        entries = state.get("requests") or []
-        for entry in entries:
-            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict):
-                self._remember(entry[0], entry[1], True)
+        self._warned = {}
+        capacity = config.get("request_memory", REQUEST_MEMORY)
+        self.memory = RequestMemory(hal, capacity)
+        for entry in state.get("requests") or []:
+            self._restore(entry)
 
     # ----------------------------------------------------------------- identity / topics
 
@@ -98,11 +161,19 @@ class Node:
             self.client_suffix = self.hal.random_hex(6)
             self.save_state()
 
+    def _restore(self, entry):
+        """A persisted request: ``[rid, result, extra]`` (or ``[rid, response]``, older)."""
+        if not isinstance(entry, list) or not entry or not isinstance(entry[0], str):
+            return
+        if len(entry) == 2 and isinstance(entry[1], dict):
+            if entry[1].get("status") == "success":
+                self._remember(entry[0], entry[1], True)
+        elif len(entry) == 3 and isinstance(entry[1], str):
+            extra = entry[2] if isinstance(entry[2], dict) else None
+            self.memory.add(entry[0], entry[1], extra, True)
+
     def state(self):
-        requests = []
-        for rid in self._cache_order:
-            if rid in self._persist_cache:
-                requests.append([rid, self._cache[rid]])
+        requests = self.memory.persisted()
         return {
             "client_suffix": self.client_suffix,
             "relay": self.relay,
@@ -126,7 +197,7 @@ class Node:
         return (self.topic("status", "online"), protocol.encode(protocol.will()), 1, True)
 
     def birth(self):
-        reason = "boot" if self.connects <= 1 else "reconnect"
+        reason = "boot" if self.announces <= 1 else "reconnect"
         obj = protocol.online(reason, self.uptime.seconds(), self.firmware, self.now())
         return self._msg("status", "online", obj, 1, True)
 
@@ -166,13 +237,21 @@ class Node:
         return last is None or abs(int(value) - last) >= RSSI_STEP_DB
 
     def on_connected(self):
-        """A fresh connection: count it.  The app then publishes ``ANNOUNCE`` in order, each
-        message built just before it is sent (a state built earlier could go out stale)."""
+        """A fresh connection: count it.  The app subscribes, sets ``announced`` and publishes
+        birth and state, each message built just before it is queued (a state built earlier
+        could go out stale)."""
         self.connects += 1
         self.connected = True
+        self.announced = False
+
+    def mark_announced(self):
+        """Subscribed: the birth of this connection goes out now."""
+        self.announced = True
+        self.announces += 1
 
     def announce(self, rssi=None):
         """Birth first, then the retained state, then rssi (built now: the current truth)."""
+        self.mark_announced()
         out = [self.birth(), self.relay_msg(), self.led_msg(), self.firmware_msg()]
         msg = self.rssi_msg(rssi)
         if msg is not None:
@@ -221,13 +300,21 @@ class Node:
     # ----------------------------------------------------------------- local inputs
 
     def set_relay(self, on, source):
-        """Persist first, then switch: after a crash the stored state is the truth."""
+        """Persist first, then switch: after a crash the stored state is the truth.  If the
+        switch itself fails, the previous state is restored (and the error raised): what the
+        node reports is always what the relay does."""
         on = bool(on)
         changed = on != self.relay
+        before = (self.relay, self.relay_source)
         self.relay = on
         self.relay_source = source
         self.save_state()
-        self.hal.relay_set(on)
+        try:
+            self.hal.relay_set(on)
+        except BaseException:
+            self.relay, self.relay_source = before
+            self.save_state()
+            raise
         if changed and self.led_mode == "relay":
             self.led_source = "relay"
         self.apply_led()
@@ -275,8 +362,47 @@ class Node:
         if category == "status" and name == "online":
             return self._own_online(payload, retain), None
         if category == "command":
+            if retain:
+                # Commands are never retained (docs/protocol.md); a retained one would run
+                # again at every fresh subscription.
+                self._warn(
+                    "retained", "node: ignored a retained command on {}".format(topic), 10000
+                )
+                return [], None
             return self.command(name, payload)
         return [], None
+
+    def is_command(self, topic):
+        return isinstance(topic, str) and topic.startswith(self.topic("command", ""))
+
+    def refuse(self, topic, request_id, reason, log=True):
+        """The answer to a command that could not be processed at all (too large, out of
+        memory, a bug): an error response when the request id is known, else nothing."""
+        parts = protocol.parse_topic(topic) if isinstance(topic, str) else None
+        if parts is None or parts[0] != self.home_id or parts[1] != self.node_id:
+            return []
+        if parts[2] != "command" or not isinstance(request_id, str):
+            return []
+        if not 1 <= len(request_id) <= protocol.MAX_REQUEST_ID:
+            return []
+        hit = self.memory.get(request_id)
+        if hit is not None:  # it was executed before the failure: that is the answer
+            return [self._response(self._replay(request_id, hit), parts[3])]
+        if log:
+            self._warn(
+                "refused", "node: command/{} {}: {}".format(parts[3], request_id, reason), 5000
+            )
+        resp = protocol.response(request_id, "error", error=reason, now=self.now())
+        return [self._response(resp, parts[3])]
+
+    def _warn(self, key, text, every_ms=60000):
+        """Rate-limited log line (bad input must not flood the console)."""
+        hal = self.hal
+        now = hal.ticks_ms()
+        last = self._warned.get(key)
+        if last is None or not 0 <= hal.ticks_diff(now, last) < every_ms:
+            self._warned[key] = now
+            hal.log(text)
 
     def _hub_status(self, payload, retain):
         """The integration (re)started: ``("announce", None)`` asks the app to re-publish birth
@@ -305,6 +431,10 @@ class Node:
             return []
         if obj.get("online") is not False or not self.connected or self.stopping:
             return []
+        if not self.announced:
+            # Our previous connection's will, queued in the session and delivered while we
+            # subscribe: the birth that follows the SUBACK overwrites it (docs/protocol.md).
+            return []
         now = self.hal.ticks_ms()
         if self._rebirth_at is not None and self.hal.ticks_diff(now, self._rebirth_at) < 1000:
             return []
@@ -321,25 +451,41 @@ class Node:
             cmd = protocol.parse_command(name, payload)
         except protocol.CommandError as err:
             text = _clip(payload)
-            self.hal.log("node: bad command/{}: {} ({})".format(name, err.message, text))
+            self._warn("bad", "node: bad command/{}: {} ({})".format(name, err.message, text), 5000)
             if err.request_id is None:
                 return [], None
             resp = protocol.response(err.request_id, "error", error=err.message, now=self.now())
-            self._remember(err.request_id, resp, False)
             return [self._response(resp, name)], None
         rid = cmd["request_id"]
-        cached = self._cache.get(rid)
-        if cached is not None:
-            self.hal.log("node: duplicate request {}, answering from cache".format(rid))
-            return [self._response(cached, name)], None
+        hit = self.memory.get(rid)
+        if hit is not None:
+            self._warn(
+                "duplicate", "node: duplicate request {}, answering from memory".format(rid), 1000
+            )
+            return [self._response(self._replay(rid, hit), name)], None
         now = self.now()
+        if protocol.from_future(cmd, now):
+            resp = protocol.response(rid, "error", error="timestamp in the future", now=now)
+            return [self._response(resp, name)], None
         if protocol.is_expired(cmd, now):
             resp = protocol.response(rid, "expired", error="command expired", now=now)
-            self._remember(rid, resp, False)
             return [self._response(resp, name)], None
         if name == "ota":
             return [], ("ota", cmd)  # homesync.ota answers on response/ota
+        if self.memory.full():
+            self._warn(
+                "busy",
+                "node: {} requests in {} s, answering busy".format(
+                    self.memory.capacity, REQUEST_WINDOW_S
+                ),
+                5000,
+            )
+            resp = protocol.response(rid, "error", error=BUSY, now=now)
+            return [self._response(resp, name)], None
         return self._execute(cmd, now)
+
+    def _replay(self, rid, entry):
+        return protocol.response(rid, "success", entry[1], now=self.now(), extra=entry[2])
 
     def _execute(self, cmd, now):
         rid = cmd["request_id"]
@@ -351,7 +497,11 @@ class Node:
             target = (not self.relay) if action == "toggle" else action == "on"
             resp = protocol.response(rid, "success", "on" if target else "off", now=now)
             self._remember(rid, resp, True)
-            changed = self.set_relay(target, "command")  # persists the cache entry too
+            try:
+                changed = self.set_relay(target, "command")  # persists the memory entry too
+            except Exception:
+                self.memory.forget(rid)  # not executed: a retry may try again
+                raise
             out.extend(self.relay_msgs(changed))
         elif name == "led":
             self.led_mode = action
@@ -385,19 +535,22 @@ class Node:
         return self._msg("response", "ota" if name == "ota" else "command", resp, 1, False)
 
     def _remember(self, rid, resp, persist):
-        if rid in self._cache:
-            self._cache_order.remove(rid)
-        self._cache[rid] = resp
-        self._cache_order.append(rid)
-        if persist:
-            self._persist_cache[rid] = True
-        while len(self._cache_order) > CACHE_SIZE:
-            old = self._cache_order.pop(0)
-            self._cache.pop(old, None)
-            self._persist_cache.pop(old, None)
+        """Remember an executed request (only successes: errors and expiries are answered the
+        same way again, so they need no memory)."""
+        if resp.get("status") != "success":
+            return
+        extra = None
+        for key in resp:
+            if key not in ("request_id", "status", "result", "error", "timestamp"):
+                if extra is None:
+                    extra = {}
+                extra[key] = resp[key]
+        self.memory.add(rid, resp.get("result"), extra, persist)
 
     def cached(self, rid):
-        return self._cache.get(rid)
+        """The response a retry of ``rid`` would get, or ``None``."""
+        entry = self.memory.get(rid)
+        return None if entry is None else self._replay(rid, entry)
 
 
 def _clip(payload, limit=80):

@@ -47,7 +47,14 @@ MAX_PAYLOAD = 65536  # node -> HA payloads (docs/protocol.md)
 # before sending and a contract test compares both constants (docs/protocol.md "Size limits").
 MAX_COMMAND_BYTES = 4096
 MAX_REQUEST_ID = 64  # the integration's limit too
+MAX_JSON_DEPTH = 16  # deeper payloads are refused before parsing (json.loads recurses)
 DEFAULT_TTL = 30
+# A larger ttl is cut to this: the node remembers executed request ids for 120 s, so a command
+# must not stay valid longer than a retry of it can still be recognised (docs/protocol.md).
+MAX_TTL = 120
+# A timestamp further ahead of our (synchronised) clock than this is refused: its age, and so
+# its expiry, cannot be judged (a year-9999 stamp would otherwise never expire).
+MAX_FUTURE_S = 60
 ONLINE_REASONS = ("boot", "reconnect", "shutdown", "unexpected_disconnect")
 LED_STATES = ("on", "off", "blink")
 LED_SOURCES = ("command", "boot", "relay")
@@ -216,24 +223,93 @@ def encode(obj):
     return json.dumps(obj).encode()
 
 
-def decode(payload):
-    """Bytes/str -> dict; raises ``ProtocolError`` for oversize, non-UTF-8, bad JSON, non-object."""
+def json_depth(text, limit):
+    """Nesting depth of JSON ``text`` (brackets inside strings do not count), scanning only
+    until it exceeds ``limit``.  Cheap when the text has few brackets at all."""
+    if text.count("[") + text.count("{") <= limit:
+        return 0
+    depth = 0
+    deepest = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode(payload, max_bytes=MAX_PAYLOAD):
+    """Bytes/str -> dict; raises ``ProtocolError`` for oversize, non-UTF-8, too deeply nested,
+    bad JSON or non-object payloads, and when the parser runs out of memory or stack."""
     if payload is None:
         raise ProtocolError("empty payload")
-    if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError("payload larger than 64 KiB")
+    if len(payload) > max_bytes:
+        raise ProtocolError(
+            "payload too large ({} bytes, limit {})".format(len(payload), max_bytes)
+        )
     if isinstance(payload, (bytes, bytearray, memoryview)):
         try:
             payload = str(bytes(payload), "utf-8")
         except (UnicodeError, ValueError):
             raise ProtocolError("payload is not UTF-8")
+    if json_depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ProtocolError("payload nested deeper than {} levels".format(MAX_JSON_DEPTH))
     try:
         obj = json.loads(payload)
     except ValueError:
         raise ProtocolError("payload is not JSON")
+    except (MemoryError, RuntimeError):  # RecursionError is a RuntimeError
+        raise ProtocolError("payload too complex to parse")
     if not isinstance(obj, dict):
         raise ProtocolError("payload is not a JSON object")
     return obj
+
+
+def sniff_request_id(raw):
+    """The ``request_id`` string of a payload that cannot be parsed (too large, truncated, not
+    JSON), read from the raw bytes without parsing; ``None`` when not readable."""
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    key = b'"request_id"'
+    at = raw.find(key)
+    if at < 0:
+        return None
+    pos = at + len(key)
+    end = len(raw)
+    while pos < end and raw[pos] in b" \t\r\n":
+        pos += 1
+    if pos >= end or raw[pos] != 0x3A:  # ':'
+        return None
+    pos += 1
+    while pos < end and raw[pos] in b" \t\r\n":
+        pos += 1
+    if pos >= end or raw[pos] != 0x22:  # '"'
+        return None
+    close = raw.find(b'"', pos + 1)
+    if close < 0 or close - pos - 1 > MAX_REQUEST_ID or close == pos + 1:
+        return None
+    value = bytes(raw[pos + 1 : close])
+    if b"\\" in value:
+        return None
+    try:
+        return str(value, "utf-8")
+    except UnicodeError:
+        return None
 
 
 def _stamp(obj, now):
@@ -342,10 +418,18 @@ def parse_command(name, payload):
     ``None``), ``ttl`` and the action's parameters.  Raises ``CommandError`` whose
     ``request_id`` is ``None`` when even the request id is unreadable (the node cannot answer).
     """
+    if payload is not None and len(payload) > MAX_COMMAND_BYTES:
+        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+        raid = sniff_request_id(raw)
+        raise CommandError(
+            raid,
+            "command too large ({} bytes, limit {})".format(len(payload), MAX_COMMAND_BYTES),
+        )
     try:
-        obj = decode(payload)
+        obj = decode(payload, MAX_COMMAND_BYTES)
     except ProtocolError as err:
-        raise CommandError(None, str(err))
+        raw = payload.encode() if isinstance(payload, str) else payload
+        raise CommandError(sniff_request_id(raw), str(err))
     request_id = obj.get("request_id")
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= MAX_REQUEST_ID:
         raise CommandError(None, "missing or invalid request_id")
@@ -367,7 +451,7 @@ def parse_command(name, payload):
     ttl = obj.get("ttl", DEFAULT_TTL)
     if not _is_number(ttl) or ttl <= 0:
         raise CommandError(request_id, "invalid ttl")
-    cmd["ttl"] = ttl
+    cmd["ttl"] = ttl if ttl <= MAX_TTL else MAX_TTL
     if name == "config":
         cmd["config"] = _parse_config(request_id, obj.get("config"))
     elif name == "ota":
@@ -414,6 +498,13 @@ def _check_ota(cmd):
     size = cmd["size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise CommandError(rid, "ota size must be a positive integer")
+
+
+def from_future(cmd, now):
+    """A timestamp further ahead of our synchronised clock than ``MAX_FUTURE_S``."""
+    if now is None or cmd.get("timestamp") is None:
+        return False
+    return cmd["timestamp"] > now + MAX_FUTURE_S
 
 
 def is_expired(cmd, now):

@@ -209,7 +209,7 @@ class ClientWriter:
         self.conn.to_server.feed(data)
 
     async def drain(self):
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.conn.drain_s)
 
     def close(self):
         self.conn.close()
@@ -223,7 +223,9 @@ class Conn:
         self.to_server = Pipe()
         self.to_client = Pipe()
         self.closed = False
+        self.drain_s = 0
         self.packets = []  # (type, flags, body) received from the client
+        self.unacked = []  # QoS 1 packet ids received and not acknowledged (auto_puback off)
 
     def close(self):
         self.closed = True
@@ -243,10 +245,15 @@ class FakeBroker:
         self.auto_puback = True
         self.answer_pings = True
         self.refuse = 0  # CONNACK return code to answer with
+        self.suback_code = 1  # granted QoS; 0x80 refuses the subscription
+        self.drain_s = 0  # how long a client write takes to drain (a slow link)
+        self.after_suback = []  # packets sent to the client right after the next SUBACK
+        self.after_topic = {}  # topic -> packets sent to the client when it publishes there
         self.tasks = []
 
     async def open(self, host, port, ssl=None):
         conn = Conn()
+        conn.drain_s = self.drain_s
         self.conns.append(conn)
         self.tasks.append(asyncio.create_task(self._serve(conn)))
         return conn.to_client, ClientWriter(conn)
@@ -263,12 +270,21 @@ class FakeBroker:
                 if ptype == mqtt.CONNECT:
                     sp = 1 if self.session_present else 0
                     conn.to_client.feed(bytes((0x20, 2, sp, self.refuse)))
-                elif ptype == mqtt.PUBLISH and (flags >> 1) & 3 == 1 and self.auto_puback:
-                    pid = mqtt.parse_publish(flags, body)[5]
-                    conn.to_client.feed(mqtt.encode_puback(pid))
+                elif ptype == mqtt.PUBLISH and (flags >> 1) & 3 == 1:
+                    topic, _payload, _qos, _retain, _dup, pid = mqtt.parse_publish(flags, body)
+                    for pkt in self.after_topic.pop(topic, ()):
+                        conn.to_client.feed(pkt)
+                    if self.auto_puback:
+                        conn.to_client.feed(mqtt.encode_puback(pid))
+                    else:
+                        conn.unacked.append(pid)
                 elif ptype == mqtt.SUBSCRIBE:
                     pid = mqtt.parse_pid(body)
-                    conn.to_client.feed(bytes((0x90, 3, pid >> 8, pid & 0xFF, 1)))
+                    code = self.suback_code
+                    conn.to_client.feed(bytes((0x90, 3, pid >> 8, pid & 0xFF, code)))
+                    for pkt in self.after_suback:
+                        conn.to_client.feed(pkt)
+                    self.after_suback = []
                 elif ptype == mqtt.PINGREQ and self.answer_pings:
                     conn.to_client.feed(b"\xd0\x00")
                 elif ptype == mqtt.DISCONNECT:
@@ -279,6 +295,15 @@ class FakeBroker:
 
     def publish(self, topic, payload, qos=1, pid=1, retain=False):
         self.conn.to_client.feed(mqtt.encode_publish(topic, payload, qos, retain, pid))
+
+    def ack_all(self):
+        """Acknowledge every QoS 1 message received so far (with ``auto_puback`` off)."""
+        conn = self.conn
+        while conn.unacked:
+            conn.to_client.feed(mqtt.encode_puback(conn.unacked.pop(0)))
+
+    def raw(self, data):
+        self.conn.to_client.feed(data)
 
     def cut(self):
         """The link dies: the client sees EOF (no DISCONNECT from either side)."""

@@ -92,6 +92,68 @@ class Broker:
             return ""
 
 
+class CutProxy:
+    """A loopback TCP proxy in front of a broker that cuts the next ``cuts`` connections right
+    after forwarding the broker's CONNACK (before the client's SUBSCRIBE can pass)."""
+
+    def __init__(self, target_port, cuts=1):
+        self.target = target_port
+        self.cuts = cuts
+        self.connections = 0
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(8)
+        self.port = self._server.getsockname()[1]
+        self._socks = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), 5)
+            except OSError:
+                client.close()
+                continue
+            self.connections += 1
+            cut = self.cuts > 0
+            if cut:
+                self.cuts -= 1
+            self._socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, cut), daemon=True).start()
+
+    def _pump(self, src, dst, cut_after_connack):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if cut_after_connack and data[0] == 0x20:
+                    break
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self):
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._server.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
 class Peer:
     """The integration side, played by paho: records everything under one node's topics."""
 
@@ -154,12 +216,18 @@ class Peer:
 
         return self.wait(found, timeout, suffix)
 
-    def command(self, name, action, rid, **extra):
+    def command(self, name, action, rid, retain=False, **extra):
         body = {"action": action, "request_id": rid}
         body.update(extra)
-        info = self.client.publish(self.base + "command/" + name, json.dumps(body), qos=1)
+        info = self.client.publish(
+            self.base + "command/" + name, json.dumps(body), qos=1, retain=retain
+        )
         info.wait_for_publish(5)
         return body
+
+    def raw(self, suffix, payload, retain=False):
+        info = self.client.publish(self.base + suffix, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
 
     def close(self):
         self.client.disconnect()  # first: lets the network thread leave its select() at once

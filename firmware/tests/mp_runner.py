@@ -1,6 +1,6 @@
 """Run the shared unit tests without pytest: on real MicroPython (and on CPython too).
 
-    micropython -X heapsize=512k firmware/tests/mp_runner.py [module ...]
+    micropython -X heapsize=2048k firmware/tests/mp_runner.py [module ...]
 
 Imports each test module, calls every ``test_*`` function in name order and prints one closing
 line ``N passed, N failed``; the exit status is 1 when anything failed.

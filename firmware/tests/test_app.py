@@ -56,8 +56,30 @@ async def until(predicate, timeout=3.0):
 
 async def start(app):
     task = asyncio.create_task(app.run())
-    assert await until(lambda: app.mqtt is not None and app.mqtt.connected and app.node.connects)
+    assert await until(lambda: app.mqtt is not None and app.mqtt.connected and app.node.announced)
     return task
+
+
+async def start_link(app):
+    task = asyncio.create_task(app.run())
+    assert await until(lambda: app.mqtt is not None)
+    return task
+
+
+def command(rid, action="on", name="relay", pad=None):
+    """A command payload with the request id first (dict order differs on MicroPython)."""
+    text = '{"request_id": "' + rid + '", "action": "' + action + '"'
+    if pad is not None:
+        text += ', "pad": "' + pad + '"'
+    return BASE + "command/" + name, (text + "}").encode()
+
+
+def responses(conn):
+    return [m[1] for m in published(conn, "response/command")]
+
+
+def pubacks(conn):
+    return [mqtt.parse_pid(p[2]) for p in conn.of_type(mqtt.PUBACK)]
 
 
 def finish(app, broker):
@@ -200,18 +222,29 @@ def test_dead_task_is_a_health_problem():
     run_async(main)
 
 
-def test_reconnect_publishes_reconnect_birth_and_skips_subscribe_with_session():
+def test_subscribes_on_every_connect_even_when_the_session_is_present():
+    """Issue 15.1: a session can exist without subscriptions (the first link died between
+    CONNACK and SUBACK); skipping SUBSCRIBE on session_present=1 left the node deaf for good."""
+
     async def main():
         app, _hal, broker = make_app()
-        await start(app)
-        assert await until(lambda: published(broker.conn, "status/firmware"))
-        broker.session_present = True
+        broker.suback_code = 0x80  # the first SUBSCRIBE is refused ...
+        await start_link(app)
+        assert await until(lambda: len(broker.conns) >= 2)
+        broker.suback_code = 1
+        broker.session_present = True  # ... yet the broker keeps the session
+        assert await until(lambda: app.mqtt.connected and app.node.announces == 1)
+        assert broker.conn.of_type(mqtt.SUBSCRIBE)
+        assert await until(lambda: published(broker.conn, "status/online"))
+        assert published(broker.conn, "status/online")[0][1]["reason"] == "boot"
         broker.cut()
-        assert await until(lambda: len(broker.conns) == 2 and app.mqtt.connected)
+        assert await until(lambda: app.mqtt.connected and app.node.announces == 2)
+        assert broker.conn.of_type(mqtt.SUBSCRIBE)
         assert await until(lambda: published(broker.conn, "status/online"))
         assert published(broker.conn, "status/online")[0][1]["reason"] == "reconnect"
-        await asyncio.sleep(0.1)
-        assert broker.conn.of_type(mqtt.SUBSCRIBE) == []
+        body = protocol.encode({"action": "on", "request_id": "heard"})
+        broker.publish(BASE + "command/relay", body, qos=1, pid=5)
+        assert await until(lambda: published(broker.conn, "response/command"))
         finish(app, broker)
 
     run_async(main)
@@ -301,5 +334,225 @@ def test_client_rotates_brokers_after_failed_connect_and_dropped_link():
         app.kill()
         first.stop()
         second.stop()
+
+    run_async(main)
+
+
+# --------------------------------------------------------------------------- issue 15 defects
+
+
+def test_oversize_commands_answered_with_error_and_acked():
+    """Issue 15.2: one size limit (4096-byte commands); anything larger gets an error response
+    (the request id is read from the first bytes) and its PUBACK, never silence."""
+
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        pad = "x" * 5000  # above the limit, below the client's packet size
+        topic, body = command("big-5k", pad=pad)
+        broker.publish(topic, body, qos=1, pid=21)
+        topic, body = command("big-20k", pad="x" * 20000)  # above the packet size: skipped
+        broker.publish(topic, body, qos=1, pid=22)
+        assert await until(lambda: len(responses(broker.conn)) == 2)
+        for resp in responses(broker.conn):
+            assert resp["status"] == "error"
+            assert "too large" in resp["error"]
+        assert [r["request_id"] for r in responses(broker.conn)] == ["big-5k", "big-20k"]
+        assert await until(lambda: pubacks(broker.conn) == [21, 22])
+        assert hal.relay is False
+        assert len(broker.conns) == 1  # the link stayed up
+        assert app.mqtt.max_packet >= protocol.MAX_COMMAND_BYTES
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_pubacks_follow_order_of_receipt_through_the_app():
+    """Issue 15.5: an oversize message was acknowledged at once while an earlier command still
+    waited in the inbox."""
+
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        hal.frozen = True  # the command task holds the first command
+        broker.publish(*command("first"), qos=1, pid=31)
+        broker.publish(*command("second", pad="x" * 20000), qos=1, pid=32)
+        broker.publish(BASE + "command/relay", b"\xff not json", qos=1, pid=33)
+        await asyncio.sleep(0.2)
+        assert pubacks(broker.conn) == []
+        hal.frozen = False
+        assert await until(lambda: len(pubacks(broker.conn)) == 3)
+        assert pubacks(broker.conn) == [31, 32, 33]
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_poison_messages_are_contained():
+    """Issue 15.9: a nested command, a MemoryError and a handler bug are each answered and
+    acknowledged; the command task, the link and the node live on."""
+
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        deep = b'{"request_id": "deep", "action": "on", "x": ' + b"[" * 1900 + b"]" * 1900 + b"}"
+        broker.publish(BASE + "command/relay", deep, qos=1, pid=41)
+        real_set = hal.relay_set
+
+        def broken(on):
+            hal.relay_set = real_set
+            raise MemoryError("memory allocation failed")
+
+        hal.relay_set = broken
+        broker.publish(*command("oom"), qos=1, pid=42)
+        real_handle = app.node.handle
+
+        def buggy(topic, payload, retain=False):
+            app.node.handle = real_handle
+            raise KeyError("bug")
+
+        assert await until(lambda: len(responses(broker.conn)) == 2)
+        app.node.handle = buggy
+        broker.publish(*command("bug"), qos=1, pid=43)
+        broker.publish(*command("after", "on"), qos=1, pid=44)
+        assert await until(lambda: len(responses(broker.conn)) == 4)
+        got = {r["request_id"]: r for r in responses(broker.conn)}
+        assert got["deep"]["status"] == "error"
+        assert got["oom"]["status"] == "error"
+        assert got["bug"]["status"] == "error"
+        assert got["after"]["status"] == "success"
+        assert await until(lambda: pubacks(broker.conn) == [41, 42, 43, 44])
+        assert not app.tasks["commands"].done()
+        assert app.health_problem() is None
+        assert len(broker.conns) == 1
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_burst_every_command_answered_once_never_executed_twice():
+    """Issue 15.10: a burst without broker flow control; every command is answered (success or
+    busy), acknowledged, and a retry never executes twice."""
+
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        count = 200  # inbox + busy queue hold 288; beyond, the link drops and a real broker
+        # (mosquitto sends at most 20 unacknowledged messages anyway) delivers them again
+        base_changes = hal.relay_changes
+        for i in range(count):
+            broker.publish(*command("t{}".format(i), "toggle"), qos=1, pid=100 + i)
+        for i in range(0, count, 6):  # retries of some of them, while the burst is handled
+            broker.publish(*command("t{}".format(i), "toggle"), qos=1, pid=1000 + i)
+        retries = len(range(0, count, 6))
+        assert await until(lambda: len(pubacks(broker.conn)) == count + retries, 15.0)
+        assert await until(lambda: len(responses(broker.conn)) >= count + retries, 5.0)
+        seen = {}
+        for resp in responses(broker.conn):
+            seen.setdefault(resp["request_id"], []).append(resp)
+        assert len(seen) == count  # every command answered, none silently dropped
+        executed = 0
+        for rid, answers in seen.items():
+            kinds = {(r["status"], r.get("result"), r.get("error")) for r in answers}
+            success = [k for k in kinds if k[0] == "success"]
+            assert len(success) <= 1, (rid, kinds)  # never two different results
+            for kind in kinds:
+                assert kind[0] == "success" or kind[2] == "busy", (rid, kinds)
+            if success:
+                executed += 1
+        assert hal.relay_changes - base_changes == executed  # each execution toggled once
+        assert executed > 0
+        assert not [line for line in hal.logs if "dropped" in line]
+        finish(app, broker)
+
+    run_async(main, 40)
+
+
+def test_retained_command_is_acked_but_never_executed():
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        broker.conn.to_client.feed(
+            mqtt.encode_publish(*command("kept"), qos=1, retain=True, pid=51)
+        )
+        assert await until(lambda: pubacks(broker.conn) == [51])
+        await asyncio.sleep(0.1)
+        assert responses(broker.conn) == []
+        assert hal.relay is False
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_command_right_after_subscribe_leaves_the_real_relay_state_retained():
+    """Issue 15.12: the birth messages were built before they were published, so a command
+    handled meanwhile was overwritten by a stale retained ``status/relay``."""
+
+    async def main():
+        app, hal, broker = make_app()
+        broker.drain_s = 0.03  # a slow link: each publish takes a while
+        early = mqtt.encode_publish(*command("early"), qos=1, pid=61)
+        broker.after_topic[BASE + "status/online"] = [early]  # arrives during the birth
+        await start(app)
+        assert await until(lambda: responses(broker.conn), 5.0)
+        assert await until(lambda: published(broker.conn, "status/rssi"), 5.0)
+        await asyncio.sleep(0.2)
+        assert hal.relay is True
+        assert published(broker.conn, "status/relay")[-1][1]["state"] == "on"
+        assert published(broker.conn, "status/led")[-1][1]["state"] == "on"
+        finish(app, broker)
+
+    run_async(main)
+
+
+def test_config_intervals_validated_at_boot():
+    """Issue 15.13: 0, -1, 1e9 or a string used to be taken as is (no heartbeat, or one)."""
+    app, hal, broker = make_app(
+        heartbeat_interval=0,
+        telemetry_interval=-1,
+        measure_interval_ms=1e9,
+        watchdog_s="30",
+        rssi_interval_s=True,
+        relay_boot="sometimes",
+        mqtt={"keepalive": -5, "backoff_max_s": 0},
+    )
+    assert app.cfg["heartbeat_interval"] == 30
+    assert app.node.heartbeat_interval == 30
+    assert app.cfg["telemetry_interval"] == 10
+    assert app.cfg["measure_interval_ms"] == 1000
+    assert app.cfg["watchdog_s"] == 30
+    assert app.cfg["rssi_interval_s"] == 60
+    assert app.cfg["relay_boot"] == "restore"
+    assert app.cfg["mqtt"]["keepalive"] == 60
+    assert app.cfg["mqtt"]["backoff_max_s"] == 60
+    assert app.cfg["stall_timeout_s"] == 0.3  # valid values are kept
+    text = "\n".join(hal.logs)
+    for key in ("heartbeat_interval", "telemetry_interval", "measure_interval_ms", "mqtt.keep"):
+        assert "config: " + key in text, key
+    assert "using 30" in text
+    broker.stop()
+
+
+def test_bad_credentials_show_on_led_and_console():
+    """Issue 15.7: a refusal is visible on the plug (fast LED blink) and once on the console."""
+
+    async def main():
+        app, hal, broker = make_app()
+        broker.refuse = 4
+        await start_link(app)
+        assert await until(lambda: app.mqtt.refused == 4)
+        levels = []
+        for _ in range(40):
+            levels.append(hal.led)
+            await asyncio.sleep(0.025)
+        assert hal.relay is False
+        changes = sum(1 for i in range(1, len(levels)) if levels[i] != levels[i - 1])
+        assert changes >= 3  # blinking although the relay (which the LED follows) is off
+        assert len([line for line in hal.logs if "credentials" in line]) == 1
+        broker.refuse = 0
+        assert await until(lambda: app.mqtt.connected and app.node.announced, 5.0)
+        await asyncio.sleep(0.2)
+        assert hal.led is False  # back to following the relay
+        finish(app, broker)
 
     run_async(main)

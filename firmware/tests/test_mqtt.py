@@ -71,10 +71,13 @@ def test_read_packet_discards_oversize_body():
         pipe = Pipe()
         big = mqtt.encode_publish("t/x", b"z" * 3000, qos=1, pid=7)
         pipe.feed(big + b"\xd0\x00")
-        ptype, flags, body = await mqtt.read_packet(pipe, max_size=1000)
+        ptype, flags, info = await mqtt.read_packet(pipe, max_size=1000)
         assert ptype == mqtt.PUBLISH
         assert flags & mqtt.OVERSIZE
-        assert mqtt.parse_publish(flags & 0x0F, body)[5] == 7  # still acknowledgeable
+        assert info.pid == 7  # still acknowledgeable
+        assert info.topic == "t/x"
+        assert info.size == 3000
+        assert info.head == b"z" * mqtt.HEAD_KEEP
         assert (await mqtt.read_packet(pipe))[0] == mqtt.PINGRESP
 
     run_async(main)
@@ -297,3 +300,187 @@ def test_subscribe_and_refused_connect():
         refusing.stop()
 
     run_async(main)
+
+
+# --------------------------------------------------------------------------- issue 15 defects
+
+
+def test_oversize_publish_with_long_topic_is_skipped_cleanly():
+    """A topic longer than what is kept must not break parsing (a poison message)."""
+
+    async def main():
+        pipe = Pipe()
+        topic = "homesync/h/nodes/n/command/" + "x" * 600
+        big = mqtt.encode_publish(topic, b'{"request_id": "r-9", "pad": "' + b"z" * 3000, 1, pid=9)
+        pipe.feed(big + b"\xd0\x00")
+        ptype, flags, info = await mqtt.read_packet(pipe, max_size=1000)
+        assert ptype == mqtt.PUBLISH
+        assert flags & mqtt.OVERSIZE
+        assert info.topic is None  # too long to keep
+        assert info.pid == 9  # still acknowledgeable
+        assert info.size > 3000
+        assert (await mqtt.read_packet(pipe))[0] == mqtt.PINGRESP
+
+    run_async(main)
+
+
+def test_oversize_packet_shorter_than_kept_prefix_reads_only_itself():
+    """An oversize body shorter than 512 bytes (a CONNACK read with a 64-byte limit)."""
+
+    async def main():
+        pipe = Pipe()
+        pipe.feed(mqtt.encode_publish("t/x", b"y" * 100, qos=1, pid=4) + b"\xd0\x00")
+        ptype, flags, info = await mqtt.read_packet(pipe, max_size=64)
+        assert ptype == mqtt.PUBLISH
+        assert flags & mqtt.OVERSIZE
+        assert info.topic == "t/x"
+        assert info.pid == 4
+        assert info.head == b"y" * 100
+        assert (await mqtt.read_packet(pipe, max_size=64))[0] == mqtt.PINGRESP
+
+    run_async(main)
+
+
+def test_first_send_of_message_queued_offline_has_no_dup():
+    """MQTT 3.1.1 section 3.3.1.1: DUP is 0 on the first attempt to send a PUBLISH."""
+
+    async def main():
+        broker = FakeBroker()
+        client, hal = _client(broker)
+        hal.wifi = False
+        runner = asyncio.create_task(client.run())
+        await client.publish("a/b", b"queued while offline", qos=1)
+        hal.wifi = True
+        assert await _until(lambda: client.connected and client.inflight() == 0)
+        sent = broker.conn.of_type(mqtt.PUBLISH)
+        assert len(sent) == 1
+        assert not sent[0][1] & 0x08
+        runner.cancel()
+        broker.stop()
+
+    run_async(main)
+
+
+def test_pubacks_follow_order_of_receipt():
+    """MQTT-4.6.0-2: a handler error or an oversize message is not acknowledged before the
+    earlier message the application still holds."""
+
+    async def main():
+        broker = FakeBroker()
+        client, _ = _client(broker)
+        client.max_packet = 1000
+        held = []
+        acks = []
+
+        def on_message(topic, payload, retain, token):
+            if topic == "c/boom":
+                raise RuntimeError("handler bug")
+            if isinstance(payload, mqtt.Oversize):
+                acks.append(asyncio.create_task(client.ack(token)))  # the app answers at once
+                return
+            held.append(token)
+
+        client.on_message = on_message
+        runner = asyncio.create_task(client.run())
+        assert await _until(lambda: client.connected)
+        broker.publish("c/relay", b"{}", qos=1, pid=1)
+        broker.publish("c/boom", b"{}", qos=1, pid=2)
+        broker.publish("c/big", b"z" * 2000, qos=1, pid=3)
+        assert await _until(lambda: held)
+        await asyncio.sleep(0.1)
+        assert broker.conn.of_type(mqtt.PUBACK) == []  # 2 and 3 wait for 1
+        await client.ack(held[0])
+        assert await _until(lambda: len(broker.conn.of_type(mqtt.PUBACK)) == 3)
+        order = [mqtt.parse_pid(p[2]) for p in broker.conn.of_type(mqtt.PUBACK)]
+        assert order == [1, 2, 3]
+        runner.cancel()
+        broker.stop()
+
+    run_async(main)
+
+
+def test_backoff_resets_once_connection_proves_healthy():
+    async def main():
+        broker = FakeBroker()
+        broker.refuse = 3  # server unavailable: the outage
+        client, _ = _client(broker)
+        client.stable_ms = 60000
+        runner = asyncio.create_task(client.run())
+        assert await _until(lambda: client.fails >= 3)
+        broker.refuse = 0
+        assert await _until(lambda: client.connected)
+        await client.subscribe([("x/+", 1)])
+        await client.publish("x/birth", b"1", qos=1)  # one round trip: PUBACK
+        assert await _until(lambda: client.fails == 0)
+        runner.cancel()
+        broker.stop()
+
+    run_async(main)
+
+
+def test_bad_credentials_back_off_further_and_are_logged_once():
+    async def main():
+        broker = FakeBroker()
+        broker.refuse = 5
+        client, hal = _client(broker)
+        client.auth_backoff_cap = 0.4
+        runner = asyncio.create_task(client.run())
+        assert await _until(lambda: len(broker.conns) >= 6, 5.0)
+        assert client.refused == 5
+        assert client.last_delay > client.backoff_cap  # backs off beyond the normal cap
+        refusals = [line for line in hal.logs if "not authorized" in line]
+        assert len(refusals) == 1, hal.logs
+        assert "credentials" in refusals[0]
+        broker.refuse = 4  # a change is logged again
+        assert await _until(lambda: client.refused == 4, 3.0)
+        assert len([line for line in hal.logs if "bad user name" in line]) == 1
+        broker.refuse = 0
+        assert await _until(lambda: client.connected, 3.0)
+        assert client.refused is None
+        runner.cancel()
+        broker.stop()
+
+    run_async(main)
+
+
+def test_outgoing_window_waits_instead_of_dropping():
+    async def main():
+        broker = FakeBroker()
+        broker.auto_puback = False
+        client, hal = _client(broker)
+        runner = asyncio.create_task(client.run())
+        assert await _until(lambda: client.connected)
+
+        async def burst():
+            for i in range(3 * client.max_inflight):
+                await client.publish("r/{}".format(i), b"x", qos=1)
+
+        sender = asyncio.create_task(burst())
+        await asyncio.sleep(0.1)
+        assert client.inflight() == client.max_inflight
+        for _ in range(10):
+            broker.ack_all()
+            await asyncio.sleep(0.02)
+        assert await _until(lambda: sender.done())
+        broker.ack_all()
+        assert await _until(lambda: client.inflight() == 0)
+        topics = [mqtt.parse_publish(p[1], p[2])[0] for p in broker.conn.of_type(mqtt.PUBLISH)]
+        assert topics == ["r/{}".format(i) for i in range(3 * client.max_inflight)]
+        assert not [line for line in hal.logs if "dropped" in line]
+        runner.cancel()
+        broker.stop()
+
+    run_async(main)
+
+
+def test_error_descriptions_are_one_readable_line():
+    text = "\nThe certificate is not correctly signed by the trusted CA\n"
+    assert mqtt.describe(ValueError(text)) == (
+        "ValueError: The certificate is not correctly signed by the trusted CA"
+    )
+    assert mqtt.describe(ValueError()) == "ValueError"
+    tls = mqtt.describe_connect_error(ValueError(text), True)
+    assert tls.startswith("TLS handshake refused")
+    assert "not correctly signed" in tls
+    assert "-9984" in mqtt.describe_connect_error(OSError(-9984), True)
+    assert "certificate verification failed" in mqtt.describe_connect_error(OSError(-9984), True)

@@ -5,7 +5,7 @@ import json
 from fakes import UNIX_NOW, FakeHAL, parsed
 
 from homesync import protocol
-from homesync.node import CACHE_SIZE, Node
+from homesync.node import REQUEST_MEMORY, Node
 
 CONFIG = {"home_id": "home1", "node_id": "plug-1", "heartbeat_interval": 30}
 BASE = "homesync/home1/nodes/plug-1/"
@@ -125,19 +125,6 @@ def test_duplicate_request_id_is_not_executed_twice():
     got = by_topic(out)
     assert list(got) == ["response/command"]
     assert got["response/command"][0]["result"] == "on"
-
-
-def test_cache_keeps_last_32_request_ids():
-    node, hal = make()
-    for i in range(CACHE_SIZE + 1):
-        node.handle(*cmd("relay", "toggle", "r{}".format(i)))
-    assert node.cached("r0") is None
-    assert node.cached("r1") is not None
-    changes = hal.relay_changes
-    node.handle(*cmd("relay", "toggle", "r1"))
-    assert hal.relay_changes == changes  # still cached
-    node.handle(*cmd("relay", "toggle", "r0"))
-    assert hal.relay_changes == changes + 1  # evicted: executes again
 
 
 def test_cache_survives_reboot_via_persisted_state():
@@ -301,6 +288,11 @@ def test_own_offline_while_connected_republishes_birth():
     node, hal = make()
     node.on_connected()
     will = protocol.encode(protocol.will())
+    # Issue 15.8: the previous connection's will, queued in the session, arrives live while
+    # we subscribe: the birth that follows overwrites it, no second birth needed.
+    assert node.handle(BASE + "status/online", will)[0] == []
+    node.mark_announced()
+    will = protocol.encode(protocol.will())
     out, _ = node.handle(BASE + "status/online", will)
     assert len(out) == 1
     assert parsed(out[0])[1]["online"] is True
@@ -318,6 +310,7 @@ def test_own_offline_while_connected_republishes_birth():
 def test_retained_own_offline_is_not_a_trigger():
     node, _ = make()
     node.on_connected()
+    node.mark_announced()
     will = protocol.encode(protocol.will())
     assert node.handle(BASE + "status/online", will, retain=True)[0] == []
 
@@ -379,3 +372,70 @@ def test_hub_announcement_asks_for_reannounce():
     assert node.handle(topic, b'{"online": false}') == ([], None)
     assert node.handle(topic, b"garbage") == ([], None)
     assert node.handle("homesync/other/hub/status", b'{"online": true}') == ([], None)
+
+
+# --------------------------------------------------------------------------- issue 15 defects
+
+
+def test_request_ids_remembered_for_120_s_and_overload_answered_busy():
+    """A retry may come ~30 s after the first attempt: every id executed in the last 120 s is
+    remembered (at least 256); beyond that the node sheds load instead of forgetting."""
+    node, hal = make()
+    statuses = []
+    for i in range(300):
+        out, _ = node.handle(*cmd("relay", "toggle", "b{}".format(i)))
+        statuses.append(by_topic(out)["response/command"][0])
+    executed = [r for r in statuses if r["status"] == "success"]
+    assert len(executed) == REQUEST_MEMORY
+    busy = statuses[REQUEST_MEMORY:]
+    assert {(r["status"], r["error"]) for r in busy} == {("error", "busy")}
+    changes = hal.relay_changes
+    out, _ = node.handle(*cmd("relay", "toggle", "b0"))  # the retry of the oldest
+    assert hal.relay_changes == changes  # not executed twice
+    assert by_topic(out)["response/command"][0]["result"] == statuses[0]["result"]
+    hal.clock.advance(121000)  # the window passed: room again, old ids forgotten
+    out, _ = node.handle(*cmd("relay", "toggle", "b299"))
+    assert by_topic(out)["response/command"][0]["status"] == "success"
+    assert hal.relay_changes == changes + 1
+    assert node.memory.size() == 1  # bounded: the expired ones were let go
+
+
+def test_retained_command_is_never_executed():
+    node, hal = make()
+    out, follow = node.handle(*cmd("relay", "on", "ret-1"), retain=True)
+    assert (out, follow) == ([], None)
+    assert hal.relay is False
+    assert any("retained" in line for line in hal.logs)
+
+
+def test_far_future_timestamp_and_huge_ttl_do_not_live_forever():
+    node, hal = make()
+    out, _ = node.handle(*cmd("relay", "on", "fut", timestamp="9999-12-31T23:59:59Z"))
+    resp = by_topic(out)["response/command"][0]
+    assert resp["status"] == "error"
+    assert "future" in resp["error"]
+    assert hal.relay is False
+    topic = BASE + "command/relay"
+    stale = protocol.iso_utc(UNIX_NOW - 600)
+    body = '{"action": "on", "request_id": "ttl", "timestamp": "' + stale + '", "ttl": 1'
+    out, _ = node.handle(topic, (body + "0" * 400 + "}").encode())
+    assert by_topic(out)["response/command"][0]["status"] == "expired"
+    assert hal.relay is False
+
+
+def test_unprocessable_commands_answered_with_error_when_id_readable():
+    node, hal = make()
+    topic = BASE + "command/relay"
+    deep = b'{"request_id": "deep", "action": "on", "x": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    resp = by_topic(node.handle(topic, deep)[0])["response/command"][0]
+    assert (resp["request_id"], resp["status"]) == ("deep", "error")
+    big = b'{"request_id": "big", "action": "on", "pad": "' + b"x" * 5000 + b'"}'
+    resp = by_topic(node.handle(topic, big)[0])["response/command"][0]
+    assert (resp["request_id"], resp["status"]) == ("big", "error")
+    assert "too large" in resp["error"]
+    resp = by_topic(node.handle(topic, b'{"request_id": "half", "act')[0])["response/command"][0]
+    assert (resp["request_id"], resp["status"]) == ("half", "error")
+    out = node.refuse(topic, "gone", "out of memory")
+    assert by_topic(out)["response/command"][0]["error"] == "out of memory"
+    assert node.refuse(BASE + "status/online", "x", "too large") == []  # not a command
+    assert hal.relay is False

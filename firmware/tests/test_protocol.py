@@ -169,3 +169,54 @@ def test_expiry_rules():
     assert protocol.is_expired(cmd, 1031)
     assert not protocol.is_expired(cmd, None)  # clock not synced: never expire
     assert not protocol.is_expired({"timestamp": None, "ttl": 30}, 99999)
+
+
+def test_decode_refuses_deep_nesting_without_recursing():
+    """A nested command must be refused before json.loads recurses (MemoryError on the ESP32,
+    RecursionError on CPython): both escaped ``decode``."""
+    deep = b'{"request_id": "deep", "a": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    err = raises(protocol.ProtocolError, protocol.decode, deep)
+    assert "nested" in str(err)
+    ok = b'{"a": {"b": [1, [2, {"c": "[[[[[[[[[[[[[[[[[[[[[["}]]}}'
+    assert protocol.decode(ok)["a"]["b"][0] == 1  # brackets inside strings do not count
+    err = raises(protocol.CommandError, protocol.parse_command, "relay", deep)
+    assert err.request_id == "deep"  # still answerable
+
+
+def test_sniff_request_id_from_raw_bytes():
+    assert protocol.sniff_request_id(b'{"action": "on", "request_id": "r-1", "x": [') == "r-1"
+    assert protocol.sniff_request_id(b'{"request_id":"a_b-9"}') == "a_b-9"
+    assert protocol.sniff_request_id(b'{"request_id": 7}') is None
+    assert protocol.sniff_request_id(b'{"request_id": "' + b"x" * 65 + b'"}') is None
+    assert protocol.sniff_request_id(b'{"request_id": "unterminated') is None
+    assert protocol.sniff_request_id(b"\xff\xfe") is None
+    assert protocol.sniff_request_id(None) is None
+    err = raises(protocol.CommandError, protocol.parse_command, "relay", b'{"request_id": "q", ')
+    assert err.request_id == "q"  # unparseable, yet the id is readable: it gets an answer
+
+
+def test_command_size_limit():
+    body = {"action": "on", "request_id": "big", "pad": "x" * protocol.MAX_COMMAND_BYTES}
+    err = raises(protocol.CommandError, protocol.parse_command, "relay", protocol.encode(body))
+    assert err.request_id == "big"
+    assert "4096" in err.message
+    body["pad"] = "x" * (protocol.MAX_COMMAND_BYTES - 60)
+    assert len(protocol.encode(body)) <= protocol.MAX_COMMAND_BYTES
+    assert protocol.parse_command("relay", protocol.encode(body))["request_id"] == "big"
+
+
+def test_ttl_and_timestamp_are_bounded():
+    huge = b'{"action": "on", "request_id": "t", "ttl": 1' + b"0" * 400 + b"}"
+    cmd = protocol.parse_command("relay", huge)
+    assert cmd["ttl"] == protocol.MAX_TTL
+    now = 1738852200
+    cmd["timestamp"] = now - protocol.MAX_TTL - 1
+    assert protocol.is_expired(cmd, now)  # 10**400 s no longer means "never"
+    far = protocol.encode({"action": "on", "request_id": "f", "timestamp": "9999-12-31T23:59:59Z"})
+    cmd = protocol.parse_command("relay", far)
+    assert protocol.from_future(cmd, now)
+    cmd["timestamp"] = now + 30  # small clock skew is tolerated
+    assert not protocol.from_future(cmd, now)
+    assert not protocol.from_future(cmd, None)  # unsynced: cannot judge
+    inf = b'{"action": "on", "request_id": "i", "ttl": 1e400}'
+    assert raises(protocol.CommandError, protocol.parse_command, "relay", inf).request_id == "i"

@@ -20,7 +20,15 @@ from typing import Any, Final
 import uuid
 
 from .clock import Clock
-from .protocol import Category, ProtocolError, build_topic, is_valid_id
+from .protocol import (
+    MAX_COMMAND_BYTES,
+    MAX_COMMAND_TTL,
+    MIN_COMMAND_TTL,
+    Category,
+    ProtocolError,
+    build_topic,
+    is_valid_id,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ class CommandStatus(StrEnum):
     EXPIRED = "expired"  # the node answered that the command arrived after its TTL
     TIMEOUT = "timeout"  # no answer to any attempt
     CANCELLED = "cancelled"  # the manager was shut down while waiting
+    INVALID = "invalid"  # the node answered with a response the schema rejects
 
 
 # Answer statuses a node may send, mapped to our outcome.
@@ -86,8 +95,49 @@ class TooManyPending(Exception):
         self.limit = limit
 
 
-# What a pending future resolves to: (arrival wall time, answer payload), or None on cancel_all.
-type _Answer = tuple[float, dict[str, Any]] | None
+class CommandRefused(ValueError):
+    """A command no node could take, refused before anything is sent or queued.
+
+    `key` and `placeholders` are what the glue needs for a translated error.
+    """
+
+    def __init__(self, key: str, message: str, **placeholders: str) -> None:
+        """Keep the translation key and placeholders next to the message."""
+        super().__init__(message)
+        self.key = key
+        self.placeholders = placeholders
+
+
+class CommandTooLarge(CommandRefused):
+    """The command's JSON is longer than a node accepts (MAX_COMMAND_BYTES)."""
+
+    def __init__(self, size: int, limit: int = MAX_COMMAND_BYTES) -> None:
+        """Keep the sizes for the caller's (translated) error."""
+        super().__init__(
+            "command_too_large",
+            f"command of {size} bytes exceeds the node's limit of {limit} bytes",
+            size=str(size),
+            limit=str(limit),
+        )
+        self.size = size
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class CommandStats:
+    """Counters of one home since start: sent = confirmed + failed + in flight + cancelled."""
+
+    sent: int = 0  # commands (not attempts) that went out
+    confirmed: int = 0  # the node answered success
+    failed: int = 0  # error, expired, invalid answer, or no answer at all
+
+
+# What a pending future resolves to: (arrival wall time, answer payload, why the answer is
+# invalid or None), or None on cancel_all.
+type _Answer = tuple[float, dict[str, Any], str | None] | None
+
+# A placeholder as long as the request ids we generate (uuid4 hex), for size checks.
+_REQUEST_ID_PLACEHOLDER: Final = "0" * 32
 
 
 @dataclass(slots=True, eq=False)
@@ -113,6 +163,38 @@ def _check_timing(timeout: float, retries: int) -> None:
 def _iso_utc(ts: float) -> str:
     """docs/protocol.md timestamp format; whole seconds keep MicroPython parsing trivial."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_ttl(params: Mapping[str, Any]) -> None:
+    """A caller's `ttl` must be a number of seconds the firmware accepts (docs/protocol.md)."""
+    if "ttl" not in params:
+        return
+    ttl = params["ttl"]
+    valid = isinstance(ttl, int | float) and not isinstance(ttl, bool)
+    if not valid or not MIN_COMMAND_TTL <= ttl <= MAX_COMMAND_TTL:  # NaN compares False
+        raise CommandRefused(
+            "invalid_ttl",
+            f"ttl must be {MIN_COMMAND_TTL}..{MAX_COMMAND_TTL} seconds, got {ttl!r}",
+            ttl=repr(ttl),
+            min=str(MIN_COMMAND_TTL),
+            max=str(MAX_COMMAND_TTL),
+        )
+
+
+def _encode(content: Mapping[str, Any]) -> str:
+    """The command's JSON; CommandRefused for params JSON cannot carry."""
+    try:
+        return json.dumps(content, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise CommandRefused(
+            "invalid_params", f"params are not JSON: {err}", error=str(err)
+        ) from err
+
+
+def _check_size(payload: str) -> None:
+    size = len(payload.encode())
+    if size > MAX_COMMAND_BYTES:
+        raise CommandTooLarge(size)
 
 
 def _text(value: Any) -> str | None:
@@ -166,6 +248,32 @@ class CommandManager:
         self._new_request_id = new_request_id
         # request_id → command; exactly one waiter (the send() that created it) per id.
         self._pending: dict[str, _Pending] = {}
+        self.stats = CommandStats()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands sent and waiting for their confirmation."""
+        return len(self._pending)
+
+    def _payload(self, action: str, request_id: str, now: float, params: Mapping[str, Any]) -> str:
+        return _encode(
+            {
+                "action": action,
+                "request_id": request_id,
+                "timestamp": _iso_utc(now),
+                "ttl": self._command_ttl,
+                **params,
+            }
+        )
+
+    def check(self, action: str, params: Mapping[str, Any]) -> None:
+        """Raise CommandRefused for what `send` would refuse (ttl, JSON, size), sending nothing.
+
+        For callers that queue a command for later: it is sized with a request id as long as
+        the ones `send` generates.
+        """
+        check_ttl(params)
+        _check_size(self._payload(action, _REQUEST_ID_PLACEHOLDER, self._clock(), params))
 
     async def send(
         self,
@@ -189,6 +297,7 @@ class CommandManager:
         params = dict(params or {})
         if clash := RESERVED_KEYS & params.keys():
             raise ValueError(f"params may not set {sorted(clash)}")
+        check_ttl(params)
         topic = build_topic(self._home_id, node_id, Category.COMMAND, command)
         in_flight = sum(1 for p in self._pending.values() if p.node_id == node_id)
         if in_flight >= self._max_pending:
@@ -198,15 +307,8 @@ class CommandManager:
             raise RuntimeError(f"request id {request_id!r} is already in flight")
 
         now = self._clock()
-        payload = json.dumps(
-            {
-                "action": action,
-                "request_id": request_id,
-                "timestamp": _iso_utc(now),
-                "ttl": self._command_ttl,
-                **params,
-            }
-        )
+        payload = self._payload(action, request_id, now, params)
+        _check_size(payload)  # a node cannot take more: refuse before anything goes out
         entry = _Pending(
             request_id,
             node_id,
@@ -216,9 +318,15 @@ class CommandManager:
             future=asyncio.get_running_loop().create_future(),
         )
         self._pending[request_id] = entry
+        self.stats.sent += 1
         try:
             publish_error = await self._attempts(entry, topic, payload, timeout, retries)
-            return self._result(entry, publish_error)
+            result = self._result(entry, publish_error)
+            if result.status is CommandStatus.SUCCESS:
+                self.stats.confirmed += 1
+            elif result.status is not CommandStatus.CANCELLED:
+                self.stats.failed += 1
+            return result
         finally:
             del self._pending[request_id]
             # Nobody else waits on the future; cancelling makes later answers inert.
@@ -273,16 +381,19 @@ class CommandManager:
         elif (answered := entry.future.result()) is None:
             status, error = CommandStatus.CANCELLED, "cancelled"
         else:
-            received_at, answer = answered
+            received_at, answer, invalid = answered
             raw = answer.get("status")
             # An unknown status is still the node answering: report it, retrying won't help.
             status = CommandStatus.ERROR
-            if isinstance(raw, str):
-                status = _ANSWERS.get(raw, CommandStatus.ERROR)
-            result = _text(answer.get("result"))
-            error = _text(answer.get("error"))
-            if status is not CommandStatus.SUCCESS and error is None:
-                error = f"node answered {raw!r}"
+            if invalid is not None:
+                status, error = CommandStatus.INVALID, invalid
+            else:
+                if isinstance(raw, str):
+                    status = _ANSWERS.get(raw, CommandStatus.ERROR)
+                result = _text(answer.get("result"))
+                error = _text(answer.get("error"))
+                if status is not CommandStatus.SUCCESS and error is None:
+                    error = f"node answered {raw!r}"
             # `created` is taken right before the first publish; clamp against clock steps.
             latency = max(0.0, (received_at - entry.created) * 1000.0)
         return CommandResult(
@@ -299,25 +410,54 @@ class CommandManager:
 
     def handle_response(self, node_id: str, payload: Mapping[str, Any]) -> bool:
         """Resolve the command this answer belongs to; True if one was waiting for it."""
-        data: object = payload  # the glue validates, but a bad payload must never raise here
+        entry = self._waiting(node_id, payload)
+        if entry is None:
+            return False
+        entry.future.set_result((self._clock(), dict(payload), None))
+        return True
+
+    def handle_invalid_response(
+        self, node_id: str, payload: Mapping[str, Any], reason: str
+    ) -> bool:
+        """An answer the schema rejects (`reason`): end its command at once as INVALID.
+
+        The node did answer, so retrying would only repeat the bad answer, and "no answer"
+        would be untrue. True if a command was waiting for it (then the reason is logged).
+        """
+        entry = self._waiting(node_id, payload)
+        if entry is None:
+            return False
+        _LOGGER.warning(
+            "Node %s answered %s/%s (request %s) with an invalid response: %s",
+            node_id,
+            entry.command,
+            entry.action,
+            entry.request_id,
+            reason,
+        )
+        entry.future.set_result((self._clock(), {}, reason))
+        return True
+
+    def _waiting(self, node_id: str, payload: Mapping[str, Any]) -> _Pending | None:
+        """The command still waiting for this answer, if any."""
+        data: object = payload  # a bad payload must never raise here
         if not isinstance(data, Mapping):
             _LOGGER.debug("Ignoring non-object response from %s", node_id)
-            return False
+            return None
         request_id = data.get("request_id")
         if not isinstance(request_id, str):
             _LOGGER.debug("Ignoring response from %s without request_id", node_id)
-            return False
+            return None
         entry = self._pending.get(request_id)
         if entry is None or entry.node_id != node_id:
             # Late (after the sender gave up), unknown, or another node's id: the relay state
             # still follows status/relay, so dropping the answer loses nothing.
             _LOGGER.debug("Ignoring late or unknown response %s from %s", request_id, node_id)
-            return False
+            return None
         if entry.future.done():
             _LOGGER.debug("Ignoring duplicate response %s from %s", request_id, node_id)
-            return False
-        entry.future.set_result((self._clock(), dict(data)))
-        return True
+            return None
+        return entry
 
     def pending(self, node_id: str | None = None) -> list[dict[str, Any]]:
         """Commands in flight, oldest first (diagnostics)."""
@@ -371,6 +511,11 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _check_params_size(params: Mapping[str, Any]) -> None:
+    """Params longer than a whole command cannot be sent: keep them out of the store."""
+    _check_size(_encode(params))
+
+
 def _intent_from(data: Any) -> QueuedIntent | None:
     """Parse one stored intent; None for anything malformed (storage may be hand-edited)."""
     if not isinstance(data, Mapping):
@@ -384,6 +529,10 @@ def _intent_from(data: Any) -> QueuedIntent | None:
         return None
     if queued_at is None or expires_at is None:
         return None
+    try:
+        _check_params_size(params)
+    except CommandRefused:
+        return None  # a node could never take it (an older version stored it, or a hand edit)
     return QueuedIntent(
         node_id, command, action, copy.deepcopy(dict(params)), queued_at, expires_at
     )
@@ -420,6 +569,7 @@ class IntentQueue:
         ttl = self._default_ttl if ttl is None else ttl
         if not ttl > 0:
             raise ValueError(f"ttl must be positive, got {ttl!r}")
+        _check_params_size(params or {})  # bounds what the store holds per intent
         now = self._clock()
         intent = QueuedIntent(
             node_id, command, action, copy.deepcopy(dict(params or {})), now, now + ttl
