@@ -29,8 +29,17 @@ import time
 from types import FrameType
 from typing import Any
 
+from .firmware import PLUG_FIRMWARE, build_bundle
 from .fleet import Fleet, micropython_available
-from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, patch_mqtt_port
+from .hass import (
+    Hass,
+    HassClient,
+    accept_discovery,
+    add_mqtt_entry,
+    onboard,
+    onboarding_leftovers,
+    patch_mqtt_port,
+)
 from .mosquitto import HA_USER, HOMESYNC_ACL, Mosquitto
 from .ports import free_port, port_in_use
 from .procs import PartError, Stack, tail
@@ -46,6 +55,9 @@ from .ui import (
 REPO = Path(__file__).resolve().parents[1]
 HOME = "demo"
 USERNAME = "demo"
+# Seconds each part gets to stop before SIGKILL: with the broker's 10 s, at most 30 s in all
+# (usually 2-5 s: the nodes' goodbyes, hass saving its state, mosquitto its database).
+STOP_BUDGET_S = {"simulator": 6.0, "hass": 14.0}
 
 
 class Stopped(Exception):
@@ -103,7 +115,11 @@ def say(text: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="./scripts/demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="./scripts/demo",
+        description="mosquitto, a real Home Assistant and simulated HomeSync plugs on 127.0.0.1;"
+        " Ctrl-C stops everything. State and logs in .demo/.",
+    )
     p.add_argument("--port", type=int, default=8123, help="Home Assistant's HTTP port (8123)")
     p.add_argument("--nodes", type=int, default=12, help="simulated plugs (12)")
     p.add_argument("--fresh", action="store_true", help="forget .demo/ and start over")
@@ -256,6 +272,12 @@ class Demo:
             add_mqtt_entry(self.client, "127.0.0.1", ha_port, HA_USER, self.logins[HA_USER])
         else:
             add_mqtt_entry(self.client, "127.0.0.1", ha_port)
+        leftovers = onboarding_leftovers(self.client)
+        if leftovers:  # first run only: keep the first page clean
+            say(f"restarting Home Assistant once to unload {', '.join(leftovers)} (onboarding)")
+            self.client.close()
+            self.hass.restart()
+            self.client = onboard(self.hass, login["username"], login["password"])
         plot = scenario(self.args.nodes)
         self.start_fleet(node_port, plot)
         self.configure()
@@ -285,7 +307,7 @@ class Demo:
             + (" with logins and the HomeSync ACL" if self.args.acl else "")
             + f" (log {self.rel(self.broker.log_path)})"
         )
-        self.stack.add("mosquitto", self.broker.stop)
+        self.stack.add("mosquitto", self.broker.stop)  # SIGTERM; SIGKILL after 10 s
         self.broker.start()
         self._record("mosquitto", self.broker.pid)
         return port
@@ -335,6 +357,11 @@ class Demo:
         config_dir = self.root / "config"
         login = (HA_USER, self.logins[HA_USER]) if self.logins else None
         patch_mqtt_port(config_dir, broker_port, login)
+        try:  # the update each plug's Firmware entity offers (devstack/firmware.py)
+            bundle = build_bundle(config_dir)
+            say(f"firmware {bundle['version']} bundle built for the plugs' update entities")
+        except (OSError, RuntimeError, ValueError) as err:
+            say(f"no firmware update in this demo: {err}")
         self.hass = Hass(config_dir, self.args.port, debug=self.args.debug)
         if not self.hass.frontend:
             raise PartError(
@@ -344,7 +371,8 @@ class Demo:
             f"starting Home Assistant on {self.hass.url} (logs {self.rel(self.hass.stdout_path)},"
             f" {self.rel(self.hass.log_path)})"
         )
-        self.stack.add("home assistant", self.hass.stop)
+        hass = self.hass
+        self.stack.add("home assistant", lambda: hass.stop(STOP_BUDGET_S["hass"]))
         self.hass.start()
         self._record("hass", self.hass.pid)
 
@@ -366,12 +394,14 @@ class Demo:
             faults=plot.faults() if plot else [],
             node_config=node_config,
             password=self.logins.get("plugs"),
+            firmware=PLUG_FIRMWARE,
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"
             f" log {self.rel(self.fleet.log_path)})"
         )
-        self.stack.add("simulator", self.fleet.stop)
+        fleet = self.fleet
+        self.stack.add("simulator", lambda: fleet.stop(STOP_BUDGET_S["simulator"]))
         self.fleet.start()
         self._record("simulator", self.fleet.pid)
 

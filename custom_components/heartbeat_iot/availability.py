@@ -91,9 +91,12 @@ class AvailabilityMonitor:
         return self.tracker.status(node_id)
 
     def node_online(self, node_id: str) -> bool:
-        """True when the broker is up and the node is online: telemetry/relay are trustworthy."""
-        status = self.tracker.status(node_id)
-        return self.broker_connected and status is not None and status.state is Availability.ONLINE
+        """True when the broker is up and the node is online: telemetry/relay are trustworthy.
+
+        Asked by every entity write (`available`): the tracker's O(1) state, not a snapshot.
+        """
+        tracker = self.tracker
+        return tracker.broker_connected and tracker.state(node_id) is Availability.ONLINE
 
     def counts(self) -> tuple[int, int]:
         """(online, offline) nodes of this home."""

@@ -238,18 +238,22 @@ class NodeRegistry(Mapping[str, NodeData]):
         if is_new and len(node.metrics) >= self._max_metrics:
             self._report_metric_cap(node.node_id, key)
             return
-        node.values[key] = value
+        values = node.values
         if unmeasured is None:
-            node.unmeasured.pop(key, None)
+            changed = node.unmeasured.pop(key, None) is not None
         else:
+            changed = node.unmeasured.get(key) != unmeasured
             node.unmeasured[key] = unmeasured
         if is_new:
+            values[key] = value
             node.metrics[key] = spec
             self._schedule_save()
             self.newest_metric = (node.node_id, key)
             self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        else:
+        elif changed or key not in values or values[key] != value:
+            values[key] = value
             self._updates.async_notify(node.node_id, key)
+        # else: the same reading again (the common case): nothing to tell anyone
 
     @callback
     def async_set_firmware(self, node: NodeData, version: str) -> None:

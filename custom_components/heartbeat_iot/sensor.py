@@ -221,10 +221,11 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
 
     @callback
     def _handle_update(self) -> None:
+        """A new reading (the registry only notifies changed values): the fast path."""
         node = self.data.nodes[self.node_id]
         value, unmeasured = node.values.get(self.key), node.unmeasured.get(self.key)
         if value == self._attr_native_value and unmeasured == self._unmeasured:
-            return  # unchanged readings cost no state write
+            return  # e.g. the restored reading arriving again after a restart
         self._attr_native_value = value
         self._unmeasured = unmeasured
-        self.async_write_ha_state()
+        self.async_write_changed()

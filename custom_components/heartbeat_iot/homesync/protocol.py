@@ -291,7 +291,31 @@ STATUS_SCHEMAS: Final[dict[str, vol.Schema]] = {
     "rssi": RSSI_SCHEMA,
     "heartbeat": HEARTBEAT_SCHEMA,
 }
-RESPONSE_SCHEMAS: Final[dict[str, vol.Schema]] = {"command": RESPONSE_SCHEMA}
+OTA_STATUSES: Final = (
+    "downloading",
+    "verifying",
+    "installing",
+    "rebooting",
+    "success",
+    "error",
+    "expired",
+)
+OTA_RESPONSE_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("request_id"): REQUEST_ID,
+        vol.Required("status"): vol.In(OTA_STATUSES),
+        vol.Optional("progress"): vol.All(_integer, vol.Range(min=0, max=100)),
+        vol.Optional("version"): vol.Any(None, _TEXT),
+        vol.Optional("error"): vol.Any(None, _TEXT),
+        **_OPTIONAL_COMMON,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+RESPONSE_SCHEMAS: Final[dict[str, vol.Schema]] = {
+    "command": RESPONSE_SCHEMA,
+    "ota": OTA_RESPONSE_SCHEMA,  # firmware updates (docs/protocol.md, "Firmware updates")
+}
 
 
 def schema_for(topic: Topic) -> vol.Schema | None:
