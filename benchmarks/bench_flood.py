@@ -56,9 +56,9 @@ HOME = "flood"
 LIVE = 20
 HB_INTERVAL = 2  # s; timeout = max(min_timeout 5, 3 x 2) = 6 s
 FLOOD_RATE = 500 if SMOKE else 2_000  # births per second
-FLOOD_S = 1.0 if SMOKE else 5.0
-SETTLE_S = 2.0 if SMOKE else 8.0  # measured after the flood (deadlines pass meanwhile)
-EXPIRY_SIZES: tuple[int, ...] = (50,) if SMOKE else (300, 1_000)
+FLOOD_S = 0.5 if SMOKE else 5.0
+SETTLE_S = 1.0 if SMOKE else 8.0  # measured after the flood (deadlines pass meanwhile)
+EXPIRY_SIZES: tuple[int, ...] = (20,) if SMOKE else (300, 1_000)
 COMMAND = ".venv/bin/python -m pytest benchmarks/bench_flood.py -q -s -p no:cacheprovider"
 
 
