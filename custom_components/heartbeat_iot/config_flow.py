@@ -47,6 +47,7 @@ from .const import (
     DOMAIN,
 )
 from .device import async_move_home
+from .discovery import async_take_over_discovery
 from .homesync.protocol import ProtocolError, is_valid_id, parse_topic
 
 
@@ -166,6 +167,8 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             home_id = parse_topic(discovery_info.topic).home_id
         except ProtocolError:
             return self.async_abort(reason="invalid_discovery_info")
+        # From now on one flow per home id, not one per node id (discovery.py, issue 16 #9).
+        await async_take_over_discovery(self.hass, offered=home_id)
         await self.async_set_unique_id(home_id)
         self._abort_if_unique_id_configured()
         self._home_id = home_id
