@@ -64,3 +64,29 @@ async def test_stale_repair_aborts_when_the_node_spoke_again(
     result = await flow.async_step_confirm()
     assert result["type"] == "abort"
     assert result["reason"] == "node_back"
+
+
+async def test_a_broker_outage_over_more_nodes_than_one_slice_reaches_every_entity(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """More nodes change at once than availability.SLICE: they are notified in slices."""
+    from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
+    from homeassistant.const import STATE_ON, STATE_UNAVAILABLE
+    from homeassistant.helpers.dispatcher import async_dispatcher_send
+
+    from custom_components.heartbeat_iot.availability import SLICE
+
+    from .command_helpers import entity_id, go_online
+
+    nodes = [f"n{i}" for i in range(SLICE + 5)]
+    for node in nodes:
+        go_online(hass, node)
+    await hass.async_block_till_done()
+    last = entity_id(hass, "connectivity", nodes[-1], "binary_sensor")
+    assert hass.states.get(last).state == STATE_ON  # type: ignore[union-attr]
+
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    await hass.async_block_till_done()
+    for node in (nodes[0], nodes[-1]):
+        eid = entity_id(hass, "connectivity", node, "binary_sensor")
+        assert hass.states.get(eid).state == STATE_UNAVAILABLE  # type: ignore[union-attr]
