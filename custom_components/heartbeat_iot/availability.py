@@ -132,9 +132,9 @@ class AvailabilityMonitor:
         Asked by every entity write (`available`): the tracker's O(1) state, not a snapshot.
         """
         tracker = self.tracker
-        return (
-            tracker.broker_connected or self._awaiting_first_connect
-        ) and tracker.state(node_id) is Availability.ONLINE
+        return (tracker.broker_connected or self._awaiting_first_connect) and tracker.state(
+            node_id
+        ) is Availability.ONLINE
 
     def counts(self) -> tuple[int, int]:
         """(online, offline) nodes of this home; nodes not heard live yet are in neither."""
