@@ -34,11 +34,13 @@ from .const import (
     DEFAULT_OPTIONS,
 )
 from .control import NodeControl
+from .homesync.stats import MessageStats
 from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
 from .outputs import NodeOutputs
 from .stale import DAY, StaleNodeMonitor
+from .stats import HomeStatistics
 from .storage import NodeStorage, collect, restore
 from .updates import Updates
 
@@ -109,6 +111,7 @@ class HomeSyncRuntimeData:
     control: NodeControl  # commands, confirmations, offline queue
     storage: NodeStorage  # the Store of the home
     stale: StaleNodeMonitor  # repair issues for nodes silent for days
+    stats: HomeStatistics  # command and message counters (sensors, diagnostics)
     hub: HomeSyncHub  # subscription and routing
 
     async def async_start(self) -> None:
@@ -123,12 +126,14 @@ class HomeSyncRuntimeData:
         self.nodes.async_register_devices()
         self.availability.async_start()
         self.stale.async_start()
+        self.stats.async_start()
         await self.hub.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
         self.stale.async_stop()
+        self.stats.async_stop()
         self.availability.async_stop()
         self.control.stop()
         await self.storage.async_save()
@@ -198,6 +203,10 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         device_id=nodes.device_id,
         schedule_save=storage.schedule_save,
         spawn=spawn,
+        stats_changed=lambda: stats.async_commands_changed(),
+    )
+    stats = HomeStatistics(
+        hass, messages=MessageStats(), control=lambda: control, clock=now, updates=updates
     )
 
     def last_seen(node_id: str) -> float | None:
@@ -222,6 +231,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         outputs=outputs,
         control=control,
         schedule_save=storage.schedule_save,
+        messages=stats.messages,
     )
     return HomeSyncRuntimeData(
         home_id=home_id,
@@ -233,5 +243,6 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         control=control,
         storage=storage,
         stale=stale,
+        stats=stats,
         hub=hub,
     )
