@@ -30,7 +30,15 @@ from types import FrameType
 from typing import Any
 
 from .fleet import Fleet, micropython_available
-from .hass import Hass, HassClient, accept_discovery, add_mqtt_entry, onboard, patch_mqtt_port
+from .hass import (
+    Hass,
+    HassClient,
+    accept_discovery,
+    add_mqtt_entry,
+    onboard,
+    onboarding_leftovers,
+    patch_mqtt_port,
+)
 from .mosquitto import HA_USER, HOMESYNC_ACL, Mosquitto
 from .ports import free_port, port_in_use
 from .procs import PartError, Stack, tail
@@ -46,6 +54,9 @@ from .ui import (
 REPO = Path(__file__).resolve().parents[1]
 HOME = "demo"
 USERNAME = "demo"
+# Seconds each part gets to stop before SIGKILL: with the broker's 10 s, at most 30 s in all
+# (usually 2-5 s: the nodes' goodbyes, hass saving its state, mosquitto its database).
+STOP_BUDGET_S = {"simulator": 6.0, "hass": 14.0}
 
 
 class Stopped(Exception):
@@ -256,6 +267,12 @@ class Demo:
             add_mqtt_entry(self.client, "127.0.0.1", ha_port, HA_USER, self.logins[HA_USER])
         else:
             add_mqtt_entry(self.client, "127.0.0.1", ha_port)
+        leftovers = onboarding_leftovers(self.client)
+        if leftovers:  # first run only: keep the first page clean
+            say(f"restarting Home Assistant once to unload {', '.join(leftovers)} (onboarding)")
+            self.client.close()
+            self.hass.restart()
+            self.client = onboard(self.hass, login["username"], login["password"])
         plot = scenario(self.args.nodes)
         self.start_fleet(node_port, plot)
         self.configure()
@@ -285,7 +302,7 @@ class Demo:
             + (" with logins and the HomeSync ACL" if self.args.acl else "")
             + f" (log {self.rel(self.broker.log_path)})"
         )
-        self.stack.add("mosquitto", self.broker.stop)
+        self.stack.add("mosquitto", self.broker.stop)  # SIGTERM; SIGKILL after 10 s
         self.broker.start()
         self._record("mosquitto", self.broker.pid)
         return port
@@ -344,7 +361,8 @@ class Demo:
             f"starting Home Assistant on {self.hass.url} (logs {self.rel(self.hass.stdout_path)},"
             f" {self.rel(self.hass.log_path)})"
         )
-        self.stack.add("home assistant", self.hass.stop)
+        hass = self.hass
+        self.stack.add("home assistant", lambda: hass.stop(STOP_BUDGET_S["hass"]))
         self.hass.start()
         self._record("hass", self.hass.pid)
 
@@ -371,7 +389,8 @@ class Demo:
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"
             f" log {self.rel(self.fleet.log_path)})"
         )
-        self.stack.add("simulator", self.fleet.stop)
+        fleet = self.fleet
+        self.stack.add("simulator", lambda: fleet.stop(STOP_BUDGET_S["simulator"]))
         self.fleet.start()
         self._record("simulator", self.fleet.pid)
 

@@ -174,15 +174,17 @@ class Hass:
         import urllib.error
         import urllib.request
 
-        # hass opens its HTTP port once every integration is set up (homeassistant_start):
-        # any HTTP answer means ready. /api/ answers 401 without a token.
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/", timeout=1) as resp:
-                return bool(resp.status < 500)
-        except urllib.error.HTTPError as err:
-            return err.code in (401, 403)
-        except OSError:
-            return False
+        # hass opens its HTTP port early in its startup (the frontend shows "starting").
+        # Ready to log in: the onboarding API answers (new config dir) or, once onboarded,
+        # the login page's provider list does. HassClient.wait_running waits for the rest.
+        for path in ("/api/onboarding", "/auth/providers"):
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=1) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:  # HTTPError (404 once onboarded, 400 before) included
+                continue
+        return False
 
     def running(self) -> bool:
         """True while hass lives."""
@@ -536,6 +538,14 @@ class HassClient:
             time.sleep(interval)
         raise TimeoutError(f"{what}: not after {timeout:.0f} s (last error: {last_error})")
 
+    def wait_running(self, timeout: float = 90) -> None:
+        """Wait until hass finished starting (every integration set up: state RUNNING)."""
+        self.wait(
+            lambda: self.get("/api/config").get("state") == "RUNNING",
+            timeout,
+            "Home Assistant running",
+        )
+
     # ------------------------------------------------------------------ setup steps
     def config_entries(self, domain: str | None = None) -> list[JSON]:
         """Config entries (of one domain)."""
@@ -561,6 +571,7 @@ def onboard(hass: Hass, username: str, password: str, name: str = "Demo") -> Has
     else:
         client.login()
     if not steps.get("core_config"):
+        client.ws_connect()
         client.post("/api/onboarding/core_config", {})
         _remove_onboarding_extras(client)
     if not steps.get("analytics"):
@@ -570,26 +581,41 @@ def onboard(hass: Hass, username: str, password: str, name: str = "Demo") -> Has
             "/api/onboarding/integration",
             {"client_id": client.client_id, "redirect_uri": client.client_id + "?auth_callback=1"},
         )
+    client.wait_running()
     client.ws_connect()
     return client
 
 
 def _remove_onboarding_extras(client: HassClient) -> None:
-    """Abort or delete what the core_config step started (weather, TTS, radio, lists)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    """Abort or delete what the core_config step started (weather, TTS, radio, lists).
+
+    The step starts those flows as background tasks; wait until none is left in progress
+    and nothing new appeared for two seconds (at most 20 s on a busy machine).
+    """
+    deadline = time.monotonic() + 20
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 2:
         flows = [
             f
             for f in client.ws("config_entries/flow/progress")
             if f["handler"] in ONBOARDING_EXTRAS
         ]
+        entries = [e for e in client.config_entries() if e["domain"] in ONBOARDING_EXTRAS]
         for flow in flows:
             with contextlib.suppress(ApiError):
                 client.request("DELETE", f"/api/config/config_entries/flow/{flow['flow_id']}")
-        for entry in client.config_entries():
-            if entry["domain"] in ONBOARDING_EXTRAS:
-                client.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
-        time.sleep(0.5)
+        for entry in entries:
+            client.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
+        if flows or entries:
+            quiet_since = time.monotonic()
+        time.sleep(0.3)
+
+
+def onboarding_leftovers(client: HassClient) -> list[str]:
+    """Components that onboarding's extras loaded and that stay loaded until a restart
+    (the shopping list brings the *To-do lists* panel)."""
+    components = set(client.get("/api/config").get("components", []))
+    return sorted(components & {*ONBOARDING_EXTRAS, "todo", "tts", "weather"})
 
 
 def add_mqtt_entry(

@@ -11,24 +11,23 @@ from collections.abc import Callable, Sequence
 import contextlib
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import time
 
+SETPRIV = shutil.which("setpriv")  # util-linux: sets the parent-death signal, then execs
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
-    """``preexec_fn``: the child gets ``sig`` when the launcher dies, even by SIGKILL (Linux)."""
 
-    def setup() -> None:
-        try:
-            import ctypes
+def _die_with_parent(cmd: list[str], sig: int) -> list[str]:
+    """``cmd`` prefixed so the child gets ``sig`` if the launcher dies, even by SIGKILL.
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, sig)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-    return setup
+    ``setpriv --pdeathsig`` execs the program itself: the PID stays the program's. (A
+    ``preexec_fn`` would do the same but is unsafe once the launcher runs threads.)
+    """
+    if SETPRIV is None:
+        return cmd
+    return [SETPRIV, "--pdeathsig", signal.Signals(sig).name, "--", *cmd]
 
 
 class PartError(RuntimeError):
@@ -88,14 +87,13 @@ class Proc:
             log.write(f"---- {time.strftime('%H:%M:%S')} start: {' '.join(self.cmd)}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                self.cmd,
+                _die_with_parent(self.cmd, self.stop_signal),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(self.stop_signal),  # noqa: PLW1509
             )
 
     def running(self) -> bool:

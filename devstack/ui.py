@@ -14,6 +14,17 @@ from .hass import ApiError, HassClient
 DOMAIN = "heartbeat_iot"
 HUB_KEYS = ("nodes_online", "nodes_offline", "offline_ratio", "fleet_degraded")
 NODE_KEYS = ("connectivity", "relay", "power", "energy")
+# Short tile names: the section heading already says which node (or "Fleet").
+TILE_NAMES = {
+    "nodes_online": "Nodes online",
+    "nodes_offline": "Nodes offline",
+    "offline_ratio": "Offline ratio",
+    "fleet_degraded": "Fleet degraded",
+    "connectivity": "Connectivity",
+    "relay": "Relay",
+    "power": "Power",
+    "energy": "Energy",
+}
 DASHBOARD_TITLE = "HomeSync fleet"
 
 
@@ -65,7 +76,7 @@ def dashboard_config(fleet: FleetEntities) -> dict[str, Any]:
             "cards": [
                 {"type": "heading", "heading": "Fleet", "icon": "mdi:lan"},
                 *(
-                    {"type": "tile", "entity": fleet.hub[key]}
+                    {"type": "tile", "entity": fleet.hub[key], "name": TILE_NAMES[key]}
                     for key in HUB_KEYS
                     if key in fleet.hub
                 ),
@@ -79,7 +90,11 @@ def dashboard_config(fleet: FleetEntities) -> dict[str, Any]:
         for key in NODE_KEYS:
             if key not in node.entities:
                 continue
-            card: dict[str, Any] = {"type": "tile", "entity": node.entities[key]}
+            card: dict[str, Any] = {
+                "type": "tile",
+                "entity": node.entities[key],
+                "name": TILE_NAMES[key],
+            }
             if key == "relay":
                 card["features"] = [{"type": "toggle"}]
                 card["features_position"] = "inline"
@@ -89,7 +104,7 @@ def dashboard_config(fleet: FleetEntities) -> dict[str, Any]:
         "title": DASHBOARD_TITLE,
         "views": [
             {
-                "title": "Fleet",
+                "title": DASHBOARD_TITLE,
                 "path": "fleet",
                 "icon": "mdi:power-socket-eu",
                 "type": "sections",
