@@ -83,7 +83,7 @@ STAT_INTENTS_QUEUED: Final = "intents_queued"
 STAT_MESSAGES_PER_MINUTE: Final = "messages_per_minute"
 STAT_MESSAGES_REJECTED: Final = "messages_rejected"
 # Seconds between samples of the message counters (the only per-message numbers shown).
-STATS_INTERVAL: Final = 10
+STATS_INTERVAL: Final = 60
 
 # Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping>
 # (see availability.event_type).
