@@ -109,6 +109,7 @@ def main() -> int:
                 "published": published,
                 "seconds": round(elapsed, 2),
                 "rate": round(published / elapsed),
+                "last_seq": second,  # seq of the last round (seq = 0-based second + 1)
             }
         )
     )

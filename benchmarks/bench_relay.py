@@ -310,7 +310,7 @@ def summarize(samples: dict[str, list[list[float]]]) -> tuple[list[list[str]], l
     return rows, targets
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 async def test_bench_relay(hass: HomeAssistant, broker: Any, node: Any) -> None:
     """Measure, print and write the table (no timing assertions: a benchmark, not a test)."""
     wall = time.perf_counter()

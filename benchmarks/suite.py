@@ -24,7 +24,7 @@ class Benchmark:
     quick_timeout_s: float  # BENCH_SMOKE=1
 
 
-def script(file: str, *, timeout_s: float = 1800, quick_timeout_s: float = 120) -> Benchmark:
+def script(file: str, *, timeout_s: float = 3600, quick_timeout_s: float = 300) -> Benchmark:
     """A plain Python benchmark: ``python benchmarks/<file>``."""
     return Benchmark(
         file.removesuffix(".py"),
@@ -34,7 +34,7 @@ def script(file: str, *, timeout_s: float = 1800, quick_timeout_s: float = 120) 
     )
 
 
-def harness(file: str, *, timeout_s: float = 1800, quick_timeout_s: float = 180) -> Benchmark:
+def harness(file: str, *, timeout_s: float = 3600, quick_timeout_s: float = 300) -> Benchmark:
     """A benchmark on Home Assistant's pytest harness (never ``-v``: DEBUG logs per message)."""
     return Benchmark(
         file.removesuffix(".py"),
@@ -58,6 +58,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     script("bench_tracker.py"),
     harness("bench_hub.py"),
     harness("bench_relay.py"),
+    script("bench_system.py"),
     script("bench_brokers.py", timeout_s=1800, quick_timeout_s=120),
 )
 

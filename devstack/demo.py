@@ -29,6 +29,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from .firmware import PLUG_FIRMWARE, build_bundle
 from .fleet import Fleet, micropython_available
 from .hass import (
     Hass,
@@ -114,7 +115,11 @@ def say(text: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="./scripts/demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="./scripts/demo",
+        description="mosquitto, a real Home Assistant and simulated HomeSync plugs on 127.0.0.1;"
+        " Ctrl-C stops everything. State and logs in .demo/.",
+    )
     p.add_argument("--port", type=int, default=8123, help="Home Assistant's HTTP port (8123)")
     p.add_argument("--nodes", type=int, default=12, help="simulated plugs (12)")
     p.add_argument("--fresh", action="store_true", help="forget .demo/ and start over")
@@ -352,6 +357,11 @@ class Demo:
         config_dir = self.root / "config"
         login = (HA_USER, self.logins[HA_USER]) if self.logins else None
         patch_mqtt_port(config_dir, broker_port, login)
+        try:  # the update each plug's Firmware entity offers (devstack/firmware.py)
+            bundle = build_bundle(config_dir)
+            say(f"firmware {bundle['version']} bundle built for the plugs' update entities")
+        except (OSError, RuntimeError, ValueError) as err:
+            say(f"no firmware update in this demo: {err}")
         self.hass = Hass(config_dir, self.args.port, debug=self.args.debug)
         if not self.hass.frontend:
             raise PartError(
@@ -384,6 +394,7 @@ class Demo:
             faults=plot.faults() if plot else [],
             node_config=node_config,
             password=self.logins.get("plugs"),
+            firmware=PLUG_FIRMWARE,
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"

@@ -23,7 +23,9 @@ def _die_with_parent(cmd: list[str], sig: int) -> list[str]:
     """``cmd`` prefixed so the child gets ``sig`` if the launcher dies, even by SIGKILL.
 
     ``setpriv --pdeathsig`` execs the program itself: the PID stays the program's. (A
-    ``preexec_fn`` would do the same but is unsafe once the launcher runs threads.)
+    ``preexec_fn`` would do the same but is unsafe once the launcher runs threads.) Linux
+    sends the signal when the *thread* that started the child ends: start parts from the
+    main thread (or a thread that lives as long as they should).
     """
     if SETPRIV is None:
         return cmd

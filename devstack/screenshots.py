@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+import json
 import os
 from pathlib import Path
 import shutil
@@ -216,19 +217,30 @@ def demo_shots(client: Any, frozen: str = "plug-03") -> list[Shot]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``./scripts/screenshots``: the demo in a temporary dir, pictures after the freeze."""
+FROZEN = "plug-03"  # the demo scenario's frozen plug
+
+
+def _capture_running(login_path: Path, out: Path) -> list[Finding]:
+    """Pictures of a demo that is already running (its ``login.json``)."""
+    from .hass import HassClient
+
+    login_data = json.loads(login_path.read_text())
+    client = HassClient(login_data["url"], login_data["username"], login_data["password"])
+    try:
+        client.login()
+        client.ws_connect()
+        shots = demo_shots(client, FROZEN)
+    finally:
+        client.close()
+    return capture(login_data["url"], login_data["username"], login_data["password"], shots, out)
+
+
+def _capture_fresh(out: Path) -> list[Finding]:
+    """The demo in a temporary directory; pictures once the frozen plug is offline."""
     from .demo import Demo, parser as demo_parser
     from .ports import free_port
+    from .ui import fleet_entities
 
-    p = argparse.ArgumentParser(prog="./scripts/screenshots", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
-    p.add_argument("--url", help="capture a running demo instead (reads .demo/login.json)")
-    args = p.parse_args(argv)
-    why = browser_missing()
-    if why:
-        print(f"screenshots: {why}", file=sys.stderr)
-        return 2
     workdir = Path(tempfile.mkdtemp(prefix="homesync-screens-"))
     demo = Demo(
         demo_parser().parse_args(
@@ -237,34 +249,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         demo.start()
-        assert demo.client is not None
         client = demo.client
-        frozen = "plug-03"
-        from .ui import fleet_entities
-
-        node = next(n for n in fleet_entities(client).nodes.values() if n.name == frozen)
-        print(f"screenshots: waiting until {frozen} freezes and is declared offline", flush=True)
+        assert client is not None
+        node = next(n for n in fleet_entities(client).nodes.values() if n.name == FROZEN)
+        print(f"screenshots: waiting until {FROZEN} freezes and is declared offline", flush=True)
         client.wait(
             lambda: (client.state(node.entities["connectivity"]) or {}).get("state") == "off",
             180,
-            f"{frozen} offline",
+            f"{FROZEN} offline",
             interval=1,
         )
         time.sleep(5)
-        login_data = {"username": "demo", "password": ""}
-        import json
-
-        login_data = json.loads((workdir / "login.json").read_text())
-        findings = capture(
-            login_data["url"],
-            login_data["username"],
-            login_data["password"],
-            demo_shots(client, frozen),
-            args.out,
-        )
+        return _capture_running(workdir / "login.json", out)
     finally:
         demo.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``./scripts/screenshots``: the demo in a temporary dir, pictures after the freeze."""
+    p = argparse.ArgumentParser(
+        prog="./scripts/screenshots",
+        description="Pictures of the demo through headless chromium into docs/screenshots/.",
+    )
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    p.add_argument(
+        "--running",
+        action="store_true",
+        help="capture the demo that runs now (./scripts/demo; reads .demo/login.json)",
+    )
+    args = p.parse_args(argv)
+    why = browser_missing()
+    if why:
+        print(f"screenshots: {why}", file=sys.stderr)
+        return 2
+    if args.running:
+        findings = _capture_running(REPO / ".demo" / "login.json", args.out)
+    else:
+        findings = _capture_fresh(args.out)
     for name in sorted(args.out.glob("*.png")):
         print(f"screenshots: wrote {name.relative_to(REPO) if name.is_relative_to(REPO) else name}")
     for finding in findings:

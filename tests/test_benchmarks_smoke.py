@@ -75,6 +75,7 @@ def test_scripts_bench_quick_runs_everything_and_writes_the_summary(tmp_path: Pa
     assert "naive: deadline dict + full scan every 1 s" in summary  # bench_tracker
     assert "floor: bare `mqtt.async_subscribe` wildcard + JSON decode" in summary  # bench_hub
     assert "raw paho request → node → response" in summary  # bench_relay
+    assert "CPU share of the hass process" in summary  # bench_system
     assert "confirmed relay ≤ 1.5× the raw MQTT round trip, p50" in summary
     # The committed results are untouched by a smoke run.
     after = (BENCH / "RESULTS.md").read_bytes() if (BENCH / "RESULTS.md").exists() else None

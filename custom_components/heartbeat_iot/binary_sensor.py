@@ -45,6 +45,7 @@ class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
     # last_seen is refreshed with every state write only (transitions, reason or timeout
     # changes), so heartbeats do not churn the state machine; keep it out of the recorder.
     _unrecorded_attributes = frozenset({"last_seen"})
+    _write_ignored_attributes = frozenset({"last_seen"})
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Connectivity of one node."""
@@ -52,15 +53,11 @@ class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
 
     @property
     def is_on(self) -> bool | None:
-        """Online according to the heartbeat tracker."""
-        status = self.data.availability.status(self.node_id)
-        return None if status is None else status.state is Availability.ONLINE
-
-    def _shown(self) -> tuple[object, ...]:
-        # last_seen alone does not warrant a write (it moves with every heartbeat).
-        status = self.data.availability.status(self.node_id)
-        detail = None if status is None else (status.reason, status.timeout)
-        return (*super()._shown(), detail)
+        """Online according to the heartbeat tracker; unknown until it was heard live."""
+        state = self.data.availability.state(self.node_id)
+        if state is None or state is Availability.UNKNOWN:
+            return None
+        return state is Availability.ONLINE
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ unique key, read its value in a property, and build it in the platform's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
 
 from homeassistant.core import callback
 from homeassistant.helpers.entity import Entity
@@ -41,11 +43,28 @@ def async_add_node_entities(
     entry.async_on_unload(data.updates.async_listen(HUB, KEY_NODE_ADDED, node_added))
 
 
+# One DeviceInfo per node shared by its ~13 entities (Home Assistant only reads it when it
+# registers an entity, and never changes it): ~4 KB less per node. Bounded like max_nodes.
+_shared_node_device_info = lru_cache(maxsize=8192)(node_device_info)
+
+
 class HomeSyncEntity(Entity):
-    """Refreshes when its (node, key) or the node's status changed."""
+    """Refreshes when its (node, key) or the node's status changed, if the user would notice.
+
+    The one write filter of every entity: on a notification, `_shown()` (availability, state and
+    every attribute, as Home Assistant would write them) is compared with what was shown last,
+    and the state is written only when they differ. Subclasses do not list what matters; they
+    may only name attributes that alone never warrant a write (`_write_ignored_attributes`), or
+    take the fast path `async_write_changed()` when they know the state changed.
+    """
 
     _attr_has_entity_name = True
     _attr_should_poll = False
+    # Attributes that change too often to deserve their own write (they are refreshed with the
+    # next write for another reason), e.g. the connectivity sensor's last_seen.
+    _write_ignored_attributes: frozenset[str] = frozenset()
+    # What the user saw after the last write; None: unknown, the next notification writes.
+    _last_shown: tuple[object, ...] | None = None
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str, key: str) -> None:
         """Bind the entity to its node (or to the home when node_id is HUB)."""
@@ -69,22 +88,45 @@ class HomeSyncEntity(Entity):
 
     @callback
     def _handle_update(self) -> None:
-        """The entity's own value changed (subclasses filter unchanged values)."""
-        self.async_write_ha_state()
+        """The entity's own value may have changed."""
+        self.async_write_if_shown_changed()
 
     @callback
     def _handle_status_update(self) -> None:
-        """The node's status changed: write only if what this entity shows changed."""
+        """The node's (or the fleet's) status may have changed what this entity shows."""
+        self.async_write_if_shown_changed()
+
+    @callback
+    def async_write_if_shown_changed(self) -> None:
+        """Write the state if anything the user sees differs from the last write."""
         shown = self._shown()
         if shown != self._last_shown:
             self._last_shown = shown
             self.async_write_ha_state()
 
-    _last_shown: tuple[object, ...] | None = None
+    @callback
+    def async_write_changed(self) -> None:
+        """Write a state known to differ from the last one (skips the comparison).
+
+        Any other write of ours must go through here too: it forgets what was shown, so the
+        next notification compares against nothing and writes (never a missed change).
+        """
+        self._last_shown = None
+        self.async_write_ha_state()
 
     def _shown(self) -> tuple[object, ...]:
-        """What a user sees of this entity (subclasses add attributes that matter)."""
-        return (self.available, self.state)
+        """Everything a user can see of this entity: availability, state, all attributes."""
+        attributes: dict[str, Any] = {}
+        for part in (
+            self.capability_attributes,
+            self.state_attributes,
+            self.extra_state_attributes,
+        ):
+            if part:
+                attributes.update(part)
+        for name in self._write_ignored_attributes:
+            attributes.pop(name, None)
+        return (self.available, self.state, attributes)
 
 
 class HomeSyncNodeEntity(HomeSyncEntity):
@@ -98,7 +140,7 @@ class HomeSyncNodeEntity(HomeSyncEntity):
         """Unique id `{home}_{node}_{key}` on the node's device."""
         super().__init__(data, node_id, key)
         self._attr_unique_id = f"{data.home_id}_{node_id}_{key}"
-        self._attr_device_info = node_device_info(data.home_id, node_id)
+        self._attr_device_info = _shared_node_device_info(data.home_id, node_id)
 
     @property
     def available(self) -> bool:

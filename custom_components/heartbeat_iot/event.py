@@ -50,7 +50,7 @@ class AvailabilityEvent(HomeSyncNodeEntity, EventEntity):
         if (event := self.data.availability.last_event(self.node_id)) is None:
             return
         self._trigger_event(event.type.value, {"reason": event.reason})
-        self.async_write_ha_state()
+        self.async_write_changed()
 
     @callback
     def _handle_status_update(self) -> None:

@@ -221,20 +221,30 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
             self._attr_entity_category = EntityCategory.DIAGNOSTIC
             self._attr_entity_registry_enabled_default = False
         self._attr_native_value = data.nodes[node_id].values.get(spec.key)
+        self._unmeasured = data.nodes[node_id].unmeasured.get(spec.key)
 
     async def async_added_to_hass(self) -> None:
         """Restore the last reading so a restart shows a value before the next message."""
         await super().async_added_to_hass()
-        if self._attr_native_value is None and (last := await self.async_get_last_sensor_data()):
+        values = self.data.nodes[self.node_id].values
+        if self.key not in values and (last := await self.async_get_last_sensor_data()):
             self._attr_native_value = last.native_value
+
+    @property
+    def extra_state_attributes(self) -> dict[str, str] | None:
+        """Why there is no reading, while the meter cannot measure it (e.g. below_range)."""
+        return None if self._unmeasured is None else {"reason": self._unmeasured}
 
     @callback
     def _handle_update(self) -> None:
-        value = self.data.nodes[self.node_id].values.get(self.key)
-        if value == self._attr_native_value:
-            return  # unchanged readings cost no state write
+        """A new reading (the registry only notifies changed values): the fast path."""
+        node = self.data.nodes[self.node_id]
+        value, unmeasured = node.values.get(self.key), node.unmeasured.get(self.key)
+        if value == self._attr_native_value and unmeasured == self._unmeasured:
+            return  # e.g. the restored reading arriving again after a restart
         self._attr_native_value = value
-        self.async_write_ha_state()
+        self._unmeasured = unmeasured
+        self.async_write_changed()
 
 
 # --- the home's statistics (issue 10: what the seeds' status endpoints showed) ----------------
@@ -277,7 +287,6 @@ class StatsSensor(HomeSyncHubEntity, SensorEntity):
         """One counter of stats.HomeStatistics (notified on (HUB, key))."""
         super().__init__(data, description.key)
         self.entity_description = description
-        self._written: float | int | None = None
 
     @property
     def native_value(self) -> float | int | None:
@@ -285,17 +294,9 @@ class StatsSensor(HomeSyncHubEntity, SensorEntity):
         return self.data.stats.value(self.key)
 
     async def async_added_to_hass(self) -> None:
-        """Remember what the first write showed (so the next status change writes nothing)."""
+        """Remember what the first write showed: the base filter writes only what changed."""
         await super().async_added_to_hass()
-        self._written = self.native_value
         self._last_shown = self._shown()
-
-    @callback
-    def _handle_update(self) -> None:
-        value = self.native_value
-        if value != self._written:
-            self._written = value
-            self.async_write_ha_state()
 
 
 class QueuedIntentsSensor(HomeSyncNodeEntity, SensorEntity):
@@ -309,7 +310,6 @@ class QueuedIntentsSensor(HomeSyncNodeEntity, SensorEntity):
     def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Notified on (node_id, KEY_QUEUED_INTENTS) when the queue changes."""
         super().__init__(data, node_id, KEY_QUEUED_INTENTS)
-        self._written: int | None = None
 
     @property
     def native_value(self) -> int:
@@ -317,14 +317,6 @@ class QueuedIntentsSensor(HomeSyncNodeEntity, SensorEntity):
         return self.data.control.queued(self.node_id)
 
     async def async_added_to_hass(self) -> None:
-        """Remember what the first write showed (so the next status change writes nothing)."""
+        """Remember what the first write showed: the base filter writes only what changed."""
         await super().async_added_to_hass()
-        self._written = self.native_value
         self._last_shown = self._shown()
-
-    @callback
-    def _handle_update(self) -> None:
-        value = self.native_value
-        if value != self._written:
-            self._written = value
-            self.async_write_ha_state()

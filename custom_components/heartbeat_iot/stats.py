@@ -1,9 +1,9 @@
 """The statistics of one home: command and message counters, for sensors and diagnostics.
 
 Cheap on the hot path: the hub bumps two integers per message (`MessageStats`); nothing is
-written per message. The message numbers reach the sensors on a slow timer (STATS_INTERVAL, a minute);
-command and queue numbers as they change (commands are rare). Each sensor writes only when the
-value it shows changed. See docs/architecture.md.
+written per message. The message numbers reach the sensors on a slow timer (STATS_INTERVAL, a
+minute); command and queue numbers as they change (commands are rare). Each sensor writes only
+when the value it shows changed. See docs/architecture.md.
 """
 
 from __future__ import annotations

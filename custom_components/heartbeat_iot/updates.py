@@ -11,6 +11,7 @@ A dict lookup per notification keeps the per-message cost O(1). See docs/archite
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from homeassistant.core import CALLBACK_TYPE, callback
 
@@ -26,17 +27,23 @@ class Updates:
 
     @callback
     def async_listen(self, node_id: str, key: str, listener: Listener) -> CALLBACK_TYPE:
-        """Call `listener` after each change of (node_id, key); returns the remover."""
-        listeners = self._listeners.setdefault((node_id, key), [])
-        listeners.append(listener)
+        """Call `listener` after each change of (node_id, key); returns the remover.
 
-        @callback
-        def remove() -> None:
-            listeners.remove(listener)
-            if not listeners:
-                self._listeners.pop((node_id, key), None)
+        Every entity listens twice, so with 1 000 nodes this runs ~25 000 times: the remover
+        is a `partial` of one method (~130 bytes), not a closure with five cells (~350).
+        """
+        pair = (node_id, key)
+        self._listeners.setdefault(pair, []).append(listener)
+        return partial(self._async_unlisten, pair, listener)
 
-        return remove
+    @callback
+    def _async_unlisten(self, pair: tuple[str, str], listener: Listener) -> None:
+        listeners = self._listeners.get(pair)
+        if listeners is None:
+            return
+        listeners.remove(listener)
+        if not listeners:
+            del self._listeners[pair]
 
     @callback
     def async_notify(self, node_id: str, key: str) -> None:

@@ -285,7 +285,12 @@ class Node:
         for name in reading:
             if name == "energy":
                 continue
-            obj = protocol.telemetry(name, reading[name], now)
+            value = reading[name]
+            if value is None:  # the meter cannot measure it now (cse7766.parse_frame)
+                reason = "no_load" if not reading.get("power") else "below_range"
+                obj = protocol.unmeasured(name, reason, now)
+            else:
+                obj = protocol.telemetry(name, value, now)
             if obj is not None and protocol.valid_name(name):
                 out.append(self._msg("telemetry", name, obj, 0, False))
         energy = protocol.telemetry("energy", self.energy_uwh / 1e9, now)

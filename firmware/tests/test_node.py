@@ -247,6 +247,22 @@ def test_telemetry_messages():
     assert len(got) == 3  # the invalid metric name is not published
 
 
+def test_unmeasurable_readings_are_published_as_null_with_a_reason():
+    """A standby load below the meter's current floor: no current, no power factor."""
+    node, _ = make()
+    node.update_reading({"power": 8.4, "current": None, "power_factor": None})
+    got = by_topic(node.telemetry())
+    assert got["telemetry/power"][0]["value"] == 8.4
+    assert got["telemetry/current"][0]["value"] is None
+    assert got["telemetry/current"][0]["reason"] == "below_range"
+    assert got["telemetry/current"][0]["unit"] == "A"
+    assert got["telemetry/power_factor"][0]["value"] is None
+    node.update_reading({"power": 0.0, "current": 0.0, "power_factor": None})
+    got = by_topic(node.telemetry())
+    assert got["telemetry/current"][0]["value"] == 0.0
+    assert got["telemetry/power_factor"][0]["reason"] == "no_load"
+
+
 def test_energy_is_integer_micro_wh():
     node, _ = make()
     for _ in range(1000):
