@@ -164,14 +164,8 @@ class NodeRegistry(Mapping[str, NodeData]):
         if self._cap_reported:
             return
         self._cap_reported = True
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            f"{ISSUE_MAX_NODES}_{self._entry_id}",
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_MAX_NODES,
-            translation_placeholders={"home_id": self._home_id, "max_nodes": str(self._max_nodes)},
+        self._create_cap_issue(
+            ISSUE_MAX_NODES, {"home_id": self._home_id, "max_nodes": str(self._max_nodes)}
         )
 
     def _report_metric_cap(self, node_id: str, key: str) -> None:
@@ -187,18 +181,25 @@ class NodeRegistry(Mapping[str, NodeData]):
         if self._metric_cap_reported:
             return
         self._metric_cap_reported = True
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            f"{ISSUE_MAX_METRICS}_{self._entry_id}",
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_MAX_METRICS,
-            translation_placeholders={
+        self._create_cap_issue(
+            ISSUE_MAX_METRICS,
+            {
                 "home_id": self._home_id,
                 "node_id": node_id,
                 "max_metrics": str(self._max_metrics),
             },
+        )
+
+    def _create_cap_issue(self, issue: str, placeholders: dict[str, str]) -> None:
+        """One repair issue (a warning, not fixable) per cap and entry."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{issue}_{self._entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=issue,
+            translation_placeholders=placeholders,
         )
 
     @callback

@@ -25,8 +25,8 @@ BUSY = "busy"
 class RequestMemory:
     """Every request id executed in the last ``window_ms``, at most ``capacity`` of them.
 
-    An entry is ``[ticks, result, extra, persist]`` (the response is rebuilt from it: a few
-    dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
+    An entry is ``[ticks, result, extra, persist, unix stamp]`` (the response is rebuilt from
+    it: a few dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
     execute a new request, or it could no longer recognise that request's retry: it answers
     ``busy`` instead (shedding load, never executing twice).
     """
@@ -60,11 +60,11 @@ class RequestMemory:
         self._expire()
         return len(self._order)
 
-    def add(self, rid, result, extra=None, persist=False):
+    def add(self, rid, result, extra=None, persist=False, stamp=None):
         self._expire()
         if rid in self._entries:
             self._order.remove(rid)
-        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist]
+        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist, stamp]
         self._order.append(rid)
         while len(self._order) > self.capacity:
             del self._entries[self._order.pop(0)]
@@ -485,7 +485,9 @@ class Node:
         return self._execute(cmd, now)
 
     def _replay(self, rid, entry):
-        return protocol.response(rid, "success", entry[1], now=self.now(), extra=entry[2])
+        """The stored answer again, with its original timestamp when it had one."""
+        stamp = entry[4] if entry[4] is not None else self.now()
+        return protocol.response(rid, "success", entry[1], now=stamp, extra=entry[2])
 
     def _execute(self, cmd, now):
         rid = cmd["request_id"]
@@ -545,7 +547,8 @@ class Node:
                 if extra is None:
                     extra = {}
                 extra[key] = resp[key]
-        self.memory.add(rid, resp.get("result"), extra, persist)
+        stamp = protocol.parse_iso(resp.get("timestamp")) if resp.get("timestamp") else None
+        self.memory.add(rid, resp.get("result"), extra, persist, stamp)
 
     def cached(self, rid):
         """The response a retry of ``rid`` would get, or ``None``."""

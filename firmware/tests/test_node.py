@@ -116,10 +116,12 @@ def test_relay_command_executes_and_confirms():
 
 def test_duplicate_request_id_is_not_executed_twice():
     node, hal = make()
-    node.handle(*cmd("relay", "toggle", "dup-1"))
+    first, _ = node.handle(*cmd("relay", "toggle", "dup-1"))
     assert hal.relay is True
     changes = hal.relay_changes
+    hal.unix += 5  # the retry comes later: it gets the stored answer, timestamp included
     out, _ = node.handle(*cmd("relay", "toggle", "dup-1"))
+    assert out[-1] == first[-1]
     assert hal.relay is True  # a second toggle would have switched it off
     assert hal.relay_changes == changes
     got = by_topic(out)
