@@ -103,7 +103,11 @@ def _rejecting(func: Callable[[], Any]) -> Callable[[], Any]:
 CASES: list[tuple[str, str, Callable[[], Any]]] = [
     # (row, variant, one call)
     ("topic parsing", "before: regexes + Enum + frozen dataclass", lambda: old_parse_topic(TOPIC)),
-    ("topic parsing", "now: `parse_topic` (string methods, NamedTuple)", lambda: P.parse_topic(TOPIC)),
+    (
+        "topic parsing",
+        "now: `parse_topic` (string methods, NamedTuple)",
+        lambda: P.parse_topic(TOPIC),
+    ),
     (
         "heartbeat payload",
         "before: `validate(HEARTBEAT_SCHEMA)` (voluptuous)",
