@@ -56,6 +56,8 @@ async def async_get_config_entry_diagnostics(
             "control": data.control.diagnostics(),
             # What the home's statistics sensors show (and the raw message count).
             "statistics": data.stats.as_dict(),
+            # Firmware bundle on offer and updates in progress (firmware.py; no tokens).
+            "firmware_updates": data.firmware.diagnostics(),
         }
     )
     return redacted
