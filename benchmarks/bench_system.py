@@ -316,6 +316,7 @@ def _known(client: HassClient) -> int:
 
 def write_report(r: dict[str, Any], wall: float) -> None:
     per_node_kb = (r["rss_loaded_kb"] - r["rss_empty_kb"]) / N
+    restored_kb = (r["start_restored"]["rss_kb"] - r["start_empty"]["rss_kb"]) / N
     entities_per_node = r["our_states"] / N
     startup_extra = r["start_restored"]["wall"] - r["start_empty"]["wall"]
     startup_cpu = r["start_restored"]["cpu"] - r["start_empty"]["cpu"]
@@ -342,6 +343,12 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{r['rss_loaded_kb'] / 1024:.0f} MB",
             f"**{per_node_kb:.0f} KB per node** ({entities_per_node:.1f} entities per node, "
             f"{r['states']:,} states in all)",
+        ],
+        ["hass restarted, home empty, idle", f"{r['start_empty']['rss_kb'] / 1024:.0f} MB", "–"],
+        [
+            f"hass restarted with the {N:,} nodes restored, idle, no traffic yet",
+            f"{r['start_restored']['rss_kb'] / 1024:.0f} MB",
+            f"{restored_kb:.0f} KB per node",
         ],
     ]
     rows_start = [
@@ -374,8 +381,9 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             per_node_kb,
             100,
             "KB/node",
-            f"{entities_per_node:.1f} entities per node; Home Assistant's own cost per entity "
-            "(registry entry, state, entity object, listeners) dominates",
+            f"{entities_per_node:.1f} entities per node (restored and idle: {restored_kb:.0f} "
+            "KB/node); Home Assistant's own cost per entity (registry entry, state object, "
+            "entity object, its registry/device listeners) dominates, see benchmarks/README.md",
         ),
         Target(
             "system_startup_restore",
