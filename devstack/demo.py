@@ -29,6 +29,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from .firmware import PLUG_FIRMWARE, build_bundle
 from .fleet import Fleet, micropython_available
 from .hass import (
     Hass,
@@ -356,6 +357,11 @@ class Demo:
         config_dir = self.root / "config"
         login = (HA_USER, self.logins[HA_USER]) if self.logins else None
         patch_mqtt_port(config_dir, broker_port, login)
+        try:  # the update each plug's Firmware entity offers (devstack/firmware.py)
+            bundle = build_bundle(config_dir)
+            say(f"firmware {bundle['version']} bundle built for the plugs' update entities")
+        except (OSError, RuntimeError, ValueError) as err:
+            say(f"no firmware update in this demo: {err}")
         self.hass = Hass(config_dir, self.args.port, debug=self.args.debug)
         if not self.hass.frontend:
             raise PartError(
@@ -388,6 +394,7 @@ class Demo:
             faults=plot.faults() if plot else [],
             node_config=node_config,
             password=self.logins.get("plugs"),
+            firmware=PLUG_FIRMWARE,
         )
         say(
             f"starting {self.args.nodes} simulated plugs ({mp} under MicroPython;"

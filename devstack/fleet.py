@@ -51,6 +51,7 @@ class Fleet:
     faults: list[str] = field(default_factory=list)
     node_config: list[str] = field(default_factory=list)
     seed: int | None = 7
+    firmware: str | None = None  # version the plugs report until an OTA update
     quiet: bool = False
     host: str = HOST
     # Broker logins (an ACL'd broker): every node logs in with its node id as user name;
@@ -99,6 +100,8 @@ class Fleet:
         cmd += ["--state-dir", str(self.state_dir), "--control-dir", str(self.control_dir)]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        if self.firmware:
+            cmd += ["--firmware", self.firmware]
         if self.quiet:
             cmd.append("--quiet")
         for fault in self.faults:

@@ -136,6 +136,8 @@ def build_spec(args, control_dir, state_root):
             node["config"] = overrides[name]
         if args.seed is not None:
             node["seed"] = args.seed + i
+        if args.firmware:
+            node["firmware"] = args.firmware  # reported until an OTA update installs another
         nodes.append(node)
     return {
         "home_id": args.home,
@@ -275,6 +277,11 @@ def parser():
     p.add_argument("--state-dir", help="persisted node state (default: a temp dir)")
     p.add_argument("--control-dir", help="where NODE.control files are read")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--firmware",
+        metavar="VERSION",
+        help="firmware version the plugs report until an OTA update (default: the firmware's)",
+    )
     p.add_argument("--username")
     p.add_argument("--password-env", metavar="VAR", help="read the broker password from $VAR")
     p.add_argument("--tls", action="store_true")

@@ -8,7 +8,7 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
-from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -158,6 +158,13 @@ async def test_restart_long_dead_node_with_retained_birth_is_offline(
     # The broker replays the retained birth of the node that died meanwhile.
     publish(hass, "dead", "status", "online", {"online": True, "reason": "boot"}, retain=True)
     await hass.async_block_till_done()
+    # Not heard since the start: unknown, not offline (issue 10 #1); "alive" speaks.
+    assert connectivity(hass, "dead") == STATE_UNKNOWN
+    heartbeat(hass, "alive", 1, 7300)
+    await hass.async_block_till_done()
+    assert connectivity(hass, "alive") == STATE_ON
+    # Silent for its timeout counted from the start: offline now.
+    await advance(hass, freezer, 91)
     assert connectivity(hass, "dead") == STATE_OFF
 
 
@@ -299,13 +306,15 @@ async def test_fleet_degraded_threshold(
 async def test_birth_of_a_new_node_does_not_reload_the_home(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:
-    """A birth message also runs MQTT discovery, which updates the existing entry."""
+    """A birth message also runs MQTT discovery; it must leave the running home alone."""
     hub = loaded_entry.runtime_data.hub
     heartbeat(hass, "old", 0, 10)
     publish(hass, "new", "status", "online", {"online": True, "reason": "boot"}, retain=True)
     await hass.async_block_till_done(wait_background_tasks=True)
     assert loaded_entry.runtime_data.hub is hub
-    assert loaded_entry.discovery_keys  # discovery did update the entry
+    # Our discovery starts no flow for a configured home (discovery.py), so the entry is not
+    # even rewritten with discovery keys any more (issue 16 #9).
+    assert not loaded_entry.discovery_keys
     assert connectivity(hass, "old") == STATE_ON
 
 

@@ -144,6 +144,16 @@ async def test_timeout_says_how_long_the_silence_was(
         ("node_offline", {"reason": "shutdown"}, "went offline: it shut down"),
         ("node_offline", {"reason": "something_new"}, "went offline (something_new)"),
         ("node_online", {"reason": "heartbeat"}, "is back online: heartbeat received"),
+        (
+            "node_online",
+            {"reason": "will_contradicted"},
+            "is online: its offline message was contradicted within 2 s",
+        ),
+        (
+            "node_offline",
+            {"reason": "mass_silence"},
+            "went offline: most of the home went silent at once",
+        ),
         ("node_rebooted", {"reason": "uptime_reset"}, "rebooted (uptime reset)"),
         ("node_flapping", {"reason": "flapping"}, "started flapping between online and offline"),
         (

@@ -130,7 +130,7 @@ def test_manifest_hassfest_rules() -> None:
     assert MANIFEST["iot_class"] == "local_push"
     assert MANIFEST["integration_type"] == "hub"
     assert MANIFEST["config_flow"] is True
-    assert MANIFEST["dependencies"] == ["mqtt"]
+    assert MANIFEST["dependencies"] == ["http", "mqtt"]  # http: the firmware download view
     assert MANIFEST["mqtt"] == ["homesync/+/nodes/+/status/online"]
     assert AwesomeVersion(MANIFEST["version"]).valid
 

@@ -199,12 +199,14 @@ def _check_against_schema(kind: str, data: dict[str, Any]) -> None:
 
 
 @FAST
-@given(payloads("value", "unit", "quality"))
+@given(payloads("value", "reason", "unit", "quality"))
 @example({"value": 125.5, "unit": "W", "quality": 99, "timestamp": "2026-01-01T00:00:00Z"})
 @example({"value": 1, "quality": 100})
 @example({"value": True})
 @example({"value": 10**400})
 @example({"value": 1e308, "unit": "kW"})
+@example({"value": None, "reason": "below_range", "unit": "A"})
+@example({"value": 1.5, "reason": 7})
 def test_telemetry_check_equals_schema(data: dict[str, Any]) -> None:
     _check_against_schema("telemetry", data)
 
@@ -222,7 +224,13 @@ def test_heartbeat_check_equals_schema(data: dict[str, Any]) -> None:
 
 def test_the_hand_checks_see_every_key_their_schema_knows() -> None:
     """A key added to a hot schema needs its hand-written check (the tests above find it)."""
-    assert {str(k) for k in TELEMETRY_SCHEMA.schema} == {"value", "unit", "quality", "timestamp"}
+    assert {str(k) for k in TELEMETRY_SCHEMA.schema} == {
+        "value",
+        "reason",
+        "unit",
+        "quality",
+        "timestamp",
+    }
     assert {str(k) for k in HEARTBEAT_SCHEMA.schema} == {
         "seq",
         "uptime",

@@ -24,7 +24,9 @@ def warn(clock: FakeClock) -> RateLimitedLogger:
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER
+    ]
 
 
 def test_one_line_per_key_per_interval_then_the_count(

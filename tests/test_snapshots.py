@@ -64,7 +64,8 @@ async def _confirm_led(hass: HomeAssistant, mqtt_mock: Any) -> None:
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
 @pytest.mark.parametrize(
-    "platform", [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
+    "platform",
+    [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH, Platform.UPDATE],
 )
 async def test_entities(
     hass: HomeAssistant,

@@ -54,7 +54,9 @@ def test_no_mqtt_client_is_unsupported_and_warned_once(caplog: pytest.LogCapture
     _apply(hass, state)
     _apply(hass, state)
     assert state.status == "unsupported (no MQTT client in hass.data)"
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and r.name == tcp_nodelay.__name__
+    ]
     assert len(warnings) == 1
     assert "Could not set TCP_NODELAY" in warnings[0].getMessage()
 

@@ -11,6 +11,7 @@ from homeassistant.helpers.typing import ConfigType
 from .blueprint import async_install_blueprint
 from .const import DOMAIN, PLATFORMS
 from .device import hub_identifier, node_id_for_device
+from .discovery import async_forget_home, async_take_over_discovery
 from .models import HomeSyncConfigEntry, HomeSyncOptions, build_runtime_data
 from .services import async_setup_services
 from .storage import node_store
@@ -30,6 +31,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> 
     """Set up one home."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
+    # One discovery flow per home, not per node id (a birth flood, issue 16 #9).
+    await async_take_over_discovery(hass)
     data = build_runtime_data(hass, entry)
     if data.options.tcp_nodelay:
         # Commands confirm in ~2 ms instead of ~25 ms (benchmarks/bench_relay.py).
@@ -60,8 +63,10 @@ async def async_unload_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) ->
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> None:
-    """Delete the persisted node list with the entry."""
+    """Delete the persisted node list with the entry; its home may be discovered again."""
     await node_store(hass, entry.entry_id).async_remove()
+    if entry.unique_id:
+        async_forget_home(hass, entry.unique_id)
 
 
 async def async_remove_config_entry_device(

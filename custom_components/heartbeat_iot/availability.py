@@ -8,6 +8,7 @@ transitions once, fires the bus events automations use, and notifies entities th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
 import logging
@@ -22,9 +23,12 @@ from homeassistant.util import dt as dt_util
 from .const import DOMAIN, HUB, KEY_EVENT, KEY_STATUS
 from .homesync.clock import Clock
 from .homesync.protocol import Category, Topic
+from .homesync.ratelimit import RateLimitedLogger
 from .homesync.tracker import (
+    REASON_WILL_CONTRADICTED,
     Availability,
     EventType,
+    FleetSilence,
     HeartbeatTracker,
     NodeStatus,
     Outcome,
@@ -37,6 +41,13 @@ _LOGGER = logging.getLogger(__package__)
 
 # Seconds between the points the deadline timer may fire at (see _schedule_timer).
 TIMER_GRID = 0.5
+# Nodes whose state changes per event-loop iteration. Each costs Home Assistant a few state
+# writes and maybe an event (~200 µs in all), so 10 000 simultaneous expiries or a broker
+# reconnect are handed out in slices of this many, keeping loop lag well under 100 ms
+# (benchmarks/README.md, mass expiry).
+SLICE = 100
+# Transition log lines per slice; the rest of a mass event is summed up in one line.
+LOG_LINES_PER_SLICE = 5
 
 
 def event_type(kind: str) -> str:
@@ -70,6 +81,7 @@ class AvailabilityMonitor:
         self._on_online = on_online
         self._on_rebooted = on_rebooted
         self._schedule_save = schedule_save
+        self._clock = clock
         self.tracker = HeartbeatTracker(settings, clock)
         # The state last logged per node: one line when it goes offline, one when it is back.
         self._logged: dict[str, Availability] = {}
@@ -78,6 +90,13 @@ class AvailabilityMonitor:
         self._timer: CALLBACK_TYPE | None = None
         self._timer_due: float | None = None
         self._timer_job = HassJob(self._async_on_timer, f"{DOMAIN} deadlines {home_id}")
+        # Nodes whose entities still have to hear about a change (drained SLICE at a time).
+        self._dirty: dict[str, None] = {}
+        self._drain: asyncio.Task[None] | None = None
+        self._silence: FleetSilence | None = None
+        self._lines_left = LOG_LINES_PER_SLICE
+        self._lines_held = 0
+        self._warn = RateLimitedLogger(_LOGGER)
 
     # --- what entities read ---------------------------------------------------------------
 
@@ -90,6 +109,10 @@ class AvailabilityMonitor:
         """The tracker's view of a node."""
         return self.tracker.status(node_id)
 
+    def state(self, node_id: str) -> Availability | None:
+        """Online, offline or unknown (known, not heard live yet); None for an unknown id."""
+        return self.tracker.state(node_id)
+
     def node_online(self, node_id: str) -> bool:
         """True when the broker is up and the node is online: telemetry/relay are trustworthy.
 
@@ -99,8 +122,13 @@ class AvailabilityMonitor:
         return tracker.broker_connected and tracker.state(node_id) is Availability.ONLINE
 
     def counts(self) -> tuple[int, int]:
-        """(online, offline) nodes of this home."""
+        """(online, offline) nodes of this home; nodes not heard live yet are in neither."""
         return self.tracker.counts()
+
+    @property
+    def fleet_silence(self) -> FleetSilence | None:
+        """Set while most nodes went quiet at once and their expiry is held."""
+        return self.tracker.fleet_silence
 
     def offline_ratio(self) -> float:
         """Offline nodes as a percentage of all nodes (0 for an empty home)."""
@@ -126,11 +154,15 @@ class AvailabilityMonitor:
 
     @callback
     def async_stop(self) -> None:
-        """Stop following the broker; cancel the timer."""
+        """Stop following the broker; cancel the timer and any pending slices."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         self._cancel_timer()
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+        self._dirty.clear()
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -183,18 +215,74 @@ class AvailabilityMonitor:
 
     @callback
     def _apply(self, outcome: Outcome) -> None:
-        """Write what the tracker says changed, fire its events, re-arm the deadline timer."""
+        """Write what the tracker says changed, fire its events, re-arm the deadline timer.
+
+        More than SLICE changed nodes (a broker reconnect) are notified SLICE per event-loop
+        iteration; events come at most SLICE at a time already (tick's limit).
+        """
         if outcome.changed:
-            for node_id in outcome.changed:
-                came_online = self._log_transition(node_id)
-                self._updates.async_notify(node_id, KEY_STATUS)
-                if came_online:
-                    self._on_online(node_id)
-            self._updates.async_notify(HUB, KEY_STATUS)
+            if not self._dirty and len(outcome.changed) <= SLICE:
+                self._notify(outcome.changed)
+            else:
+                self._dirty.update(dict.fromkeys(outcome.changed))
+                self._start_drain()
             self._schedule_save()
         for event in outcome.events:
             self._fire(event)
         self._schedule_timer()
+
+    def _notify(self, node_ids: Iterable[str]) -> None:
+        self._lines_left = LOG_LINES_PER_SLICE
+        self._lines_held = 0
+        for node_id in node_ids:
+            came_online = self._log_transition(node_id)
+            self._updates.async_notify(node_id, KEY_STATUS)
+            if came_online:
+                self._on_online(node_id)
+        if self._lines_held:
+            _LOGGER.info(
+                "... and %d more HomeSync nodes of %s changed availability (see their "
+                "connectivity sensors and the logbook)",
+                self._lines_held,
+                self._home_id,
+            )
+        self._updates.async_notify(HUB, KEY_STATUS)
+
+    def _log(self, msg: str, *args: object) -> None:
+        """A transition line; beyond LOG_LINES_PER_SLICE per slice, one summary line."""
+        if self._lines_left > 0:
+            self._lines_left -= 1
+            _LOGGER.info(msg, *args)
+        else:
+            self._lines_held += 1
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = self.hass.async_create_task(
+                self._async_drain(), f"{DOMAIN} availability slices {self._home_id}"
+            )
+
+    async def _async_drain(self) -> None:
+        """Notify dirty nodes and run due expiries, SLICE per loop iteration, until done."""
+        try:
+            while True:
+                if self._dirty:
+                    batch = []
+                    for node_id in self._dirty:
+                        batch.append(node_id)
+                        if len(batch) >= SLICE:
+                            break
+                    for node_id in batch:
+                        del self._dirty[node_id]
+                    self._notify(batch)
+                elif self._expiry_due():
+                    self._run_tick()
+                else:
+                    return
+                await asyncio.sleep(0)
+        finally:
+            self._drain = None
+            self._schedule_timer()
 
     def _log_transition(self, node_id: str) -> bool:
         """Log once when a node becomes unavailable and once when it is back.
@@ -206,16 +294,24 @@ class AvailabilityMonitor:
         if not self._is_known(node_id) or status is None or logged is status.state:
             return False
         if status.state is Availability.OFFLINE and logged is not None:
-            _LOGGER.info(
-                "HomeSync node %s/%s is offline (%s)", self._home_id, node_id, status.reason
-            )
+            self._log("HomeSync node %s/%s is offline (%s)", self._home_id, node_id, status.reason)
         elif status.state is Availability.ONLINE and logged is Availability.OFFLINE:
-            _LOGGER.info("HomeSync node %s/%s is back online", self._home_id, node_id)
+            # "Back" only when it was offline before (not at first discovery, issue 10 #5).
+            self._log("HomeSync node %s/%s is back online", self._home_id, node_id)
         self._logged[node_id] = status.state
         return status.state is Availability.ONLINE
 
     def _fire(self, event: TrackerEvent) -> None:
         """Bus event (automations, device triggers), then the node's event entity, outputs."""
+        if event.reason == REASON_WILL_CONTRADICTED:
+            self._warn.warning(
+                "will_contradicted",
+                "HomeSync node %s/%s: its offline message was contradicted by a live message "
+                "within 2 s (a reconnect race or a forged will; see the README's security "
+                "section); not counted as flapping",
+                self._home_id,
+                event.node_id,
+            )
         data: dict[str, Any] = {
             "device_id": self._device_id(event.node_id),
             "home_id": self._home_id,
@@ -242,6 +338,8 @@ class AvailabilityMonitor:
         within timeout + 0.5 s. The grid point is also strictly after the deadline, which
         silence needs (`now > deadline`) despite datetimes' microsecond resolution.
         """
+        if self._drain is not None:
+            return  # the slices re-arm when they are done
         due = self.tracker.next_deadline()
         if due is None:
             self._cancel_timer()
@@ -265,7 +363,35 @@ class AvailabilityMonitor:
     def _async_on_timer(self, _now: datetime) -> None:
         self._timer = None
         self._timer_due = None
-        self._apply(self.tracker.tick())
+        self._run_tick()
+        if self._expiry_due():
+            self._start_drain()  # more than SLICE nodes expire now: one slice per iteration
+
+    def _run_tick(self) -> None:
+        self._apply(self.tracker.tick(limit=SLICE))
+        self._log_silence()
+
+    def _expiry_due(self) -> bool:
+        due = self.tracker.next_deadline()
+        return due is not None and due <= self._clock()
+
+    def _log_silence(self) -> None:
+        """One line when most of the fleet goes quiet at once, one when it is heard again."""
+        silence = self.tracker.fleet_silence
+        if (silence is None) == (self._silence is None):
+            return
+        if silence is not None:
+            _LOGGER.warning(
+                "Stopped hearing %d of %d HomeSync nodes of %s at once: this points at Home "
+                "Assistant or the broker, not the nodes; none is declared offline by silence "
+                "for one more timeout (docs/availability.md, correlated silence)",
+                silence.late,
+                silence.online,
+                self._home_id,
+            )
+        else:
+            _LOGGER.info("HomeSync nodes of %s are heard again", self._home_id)
+        self._silence = silence
 
     # --- node removal and persistence -----------------------------------------------------
 

@@ -53,9 +53,11 @@ class ConnectivitySensor(HomeSyncNodeEntity, BinarySensorEntity):
 
     @property
     def is_on(self) -> bool | None:
-        """Online according to the heartbeat tracker."""
-        status = self.data.availability.status(self.node_id)
-        return None if status is None else status.state is Availability.ONLINE
+        """Online according to the heartbeat tracker; unknown until it was heard live."""
+        state = self.data.availability.state(self.node_id)
+        if state is None or state is Availability.UNKNOWN:
+            return None
+        return state is Availability.ONLINE
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:

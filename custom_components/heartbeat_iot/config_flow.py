@@ -22,6 +22,7 @@ from homeassistant.helpers.selector import (
     SelectSelector,
     SelectSelectorConfig,
     SelectSelectorMode,
+    TextSelector,
 )
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 import voluptuous as vol
@@ -29,12 +30,14 @@ import voluptuous as vol
 from .const import (
     CONF_COMMAND_RETRIES,
     CONF_COMMAND_TIMEOUT,
+    CONF_FIRMWARE_PATH,
     CONF_FLAP_TRANSITIONS,
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
     CONF_MAX_METRICS,
     CONF_MAX_NODES,
+    CONF_MAX_PARALLEL_UPDATES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
     CONF_STALE_DAYS,
@@ -44,6 +47,7 @@ from .const import (
     DOMAIN,
 )
 from .device import async_move_home
+from .discovery import async_take_over_discovery
 from .homesync.protocol import ProtocolError, is_valid_id, parse_topic
 
 
@@ -68,6 +72,8 @@ OPTIONS_SCHEMA = vol.Schema(
         vol.Required(CONF_MAX_METRICS): _number(1, 1024, 1),
         vol.Required(CONF_TCP_NODELAY): BooleanSelector(),
         vol.Required(CONF_STALE_DAYS): _number(1, 365, 1, "d"),
+        vol.Required(CONF_MAX_PARALLEL_UPDATES): _number(1, 16, 1),
+        vol.Optional(CONF_FIRMWARE_PATH): TextSelector(),
     }
 )
 _INTEGER_OPTIONS = {
@@ -79,6 +85,7 @@ _INTEGER_OPTIONS = {
     CONF_MAX_NODES,
     CONF_MAX_METRICS,
     CONF_STALE_DAYS,
+    CONF_MAX_PARALLEL_UPDATES,
 }
 _BOOLEAN_OPTIONS = {CONF_TCP_NODELAY}
 
@@ -88,6 +95,9 @@ def _option_value(key: str, value: Any) -> int | float | bool:
     if key in _BOOLEAN_OPTIONS:
         return bool(value)
     return int(value) if key in _INTEGER_OPTIONS else float(value)
+
+
+_TEXT_OPTIONS = {CONF_FIRMWARE_PATH}
 
 
 class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -157,6 +167,8 @@ class HomeSyncConfigFlow(ConfigFlow, domain=DOMAIN):
             home_id = parse_topic(discovery_info.topic).home_id
         except ProtocolError:
             return self.async_abort(reason="invalid_discovery_info")
+        # From now on one flow per home id, not one per node id (discovery.py, issue 16 #9).
+        await async_take_over_discovery(self.hass, offered=home_id)
         await self.async_set_unique_id(home_id)
         self._abort_if_unique_id_configured()
         self._home_id = home_id
@@ -226,7 +238,13 @@ class HomeSyncOptionsFlow(OptionsFlow):
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """One form with every option."""
         if user_input is not None:
-            options = {key: _option_value(key, value) for key, value in user_input.items()}
+            options: dict[str, Any] = {
+                key: _option_value(key, value)
+                for key, value in user_input.items()
+                if key not in _TEXT_OPTIONS
+            }
+            if path := str(user_input.get(CONF_FIRMWARE_PATH) or "").strip():
+                options[CONF_FIRMWARE_PATH] = path
             return self.async_create_entry(data=options)
         return self.async_show_form(
             step_id="init",

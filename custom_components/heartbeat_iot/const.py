@@ -25,6 +25,8 @@ CONF_COMMAND_RETRIES: Final = "command_retries"
 # Set TCP_NODELAY on Home Assistant's MQTT connection (tcp_nodelay.py).
 CONF_TCP_NODELAY: Final = "tcp_nodelay"
 CONF_STALE_DAYS: Final = "stale_after_days"
+CONF_MAX_PARALLEL_UPDATES: Final = "max_parallel_updates"
+CONF_FIRMWARE_PATH: Final = "firmware_path"  # a bundle file or a folder of them (optional)
 
 DEFAULT_MAX_NODES: Final = 256
 DEFAULT_MAX_METRICS: Final = 32  # per node
@@ -38,6 +40,7 @@ DEFAULT_COMMAND_TIMEOUT: Final = 5.0
 DEFAULT_COMMAND_RETRIES: Final = 3
 DEFAULT_TCP_NODELAY: Final = True
 DEFAULT_STALE_DAYS: Final = 7
+DEFAULT_MAX_PARALLEL_UPDATES: Final = 2
 
 DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_MAX_NODES: DEFAULT_MAX_NODES,
@@ -52,9 +55,16 @@ DEFAULT_OPTIONS: Final[dict[str, int | float]] = {
     CONF_COMMAND_RETRIES: DEFAULT_COMMAND_RETRIES,
     CONF_TCP_NODELAY: DEFAULT_TCP_NODELAY,
     CONF_STALE_DAYS: DEFAULT_STALE_DAYS,
+    CONF_MAX_PARALLEL_UPDATES: DEFAULT_MAX_PARALLEL_UPDATES,
 }
 
-PLATFORMS: Final = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.SWITCH]
+PLATFORMS: Final = [
+    Platform.BINARY_SENSOR,
+    Platform.EVENT,
+    Platform.SENSOR,
+    Platform.SWITCH,
+    Platform.UPDATE,
+]
 
 STORAGE_VERSION: Final = 1
 # Debounce for persisting node metadata: bursts of discovery write once.
@@ -70,6 +80,8 @@ KEY_LAST_SEEN: Final = "last_seen"  # every live message
 KEY_RELAY: Final = "relay"
 KEY_LED: Final = "led"
 KEY_EVENT: Final = "node_event"  # availability.AvailabilityMonitor.last_event(node_id) changed
+KEY_UPDATE: Final = "firmware_update"  # firmware.FirmwareUpdates.job(node_id) changed
+KEY_BUNDLE: Final = "firmware_bundle"  # announced for HUB: FirmwareUpdates.bundle changed
 # Announced for HUB: read nodes.NodeRegistry.newest_node / .newest_metric.
 KEY_NODE_ADDED: Final = "node_added"
 KEY_METRIC_ADDED: Final = "metric_added"

@@ -9,7 +9,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from .homesync.redact import redact
-from .homesync.tracker import NodeStatus
+from .homesync.tracker import FleetSilence, NodeStatus
 from .models import HomeSyncConfigEntry
 from .tcp_nodelay import tcp_nodelay_status
 
@@ -34,6 +34,10 @@ async def async_get_config_entry_diagnostics(
                 "offline": offline,
                 "offline_ratio": round(availability.offline_ratio(), 2),
                 "timer_heap_size": availability.tracker.heap_size,
+                # Known but not heard live yet (in neither count), and a suspected
+                # fleet-wide silence (docs/availability.md).
+                "unknown": availability.tracker.unknown_count,
+                "fleet_silence": _silence(availability.fleet_silence),
             },
             "nodes": {
                 node.node_id: {
@@ -52,6 +56,13 @@ async def async_get_config_entry_diagnostics(
         }
     )
     return redacted
+
+
+def _silence(silence: FleetSilence | None) -> dict[str, Any] | None:
+    if silence is None:
+        return None
+    since = dt_util.utc_from_timestamp(silence.since).isoformat()
+    return {"since": since, "late": silence.late, "online": silence.online}
 
 
 def _availability(status: NodeStatus | None) -> dict[str, Any] | None:

@@ -53,6 +53,7 @@ class HomeSyncHub:
         outputs: NodeOutputs,
         control: NodeControl,
         schedule_save: Callable[[], None],
+        on_ota_response: Callable[[str, dict[str, Any]], None],
     ) -> None:
         """Route the messages of `home_id` to the parts of the home."""
         self.hass = hass
@@ -63,6 +64,7 @@ class HomeSyncHub:
         self._outputs = outputs
         self._control = control
         self._schedule_save = schedule_save
+        self._on_ota_response = on_ota_response
         self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
 
@@ -173,6 +175,8 @@ class HomeSyncHub:
             self._handle_status(node, topic.name, data)
         elif topic.category is Category.RESPONSE and topic.name == "command" and not retained:
             self._control.handle_response(node.node_id, data)
+        elif topic.category is Category.RESPONSE and topic.name == "ota" and not retained:
+            self._on_ota_response(node.node_id, data)  # firmware updates (firmware.py)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
         if name == "relay":

@@ -22,11 +22,16 @@ _OFFLINE: Final = {
     "unexpected_disconnect": "went offline: its connection dropped (last will)",
     "shutdown": "went offline: it shut down",
     "not_seen": "is offline: not heard from since it became known",
+    "mass_silence": "went offline: most of the home went silent at once and stayed silent",
 }
 _ONLINE: Final = {
     "heartbeat": "is back online: heartbeat received",
     "boot": "is back online: it booted",
     "reconnect": "is back online: it reconnected",
+    "will_contradicted": (
+        "is online: its offline message was contradicted within 2 s (a reconnect race or a "
+        "forged will)"
+    ),
 }
 _REBOOTED: Final = {
     "seq_reset": "rebooted (heartbeat count restarted)",

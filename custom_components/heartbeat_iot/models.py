@@ -20,12 +20,14 @@ from .availability import AvailabilityMonitor
 from .const import (
     CONF_COMMAND_RETRIES,
     CONF_COMMAND_TIMEOUT,
+    CONF_FIRMWARE_PATH,
     CONF_FLAP_TRANSITIONS,
     CONF_FLAP_WINDOW,
     CONF_HEARTBEAT_INTERVAL,
     CONF_HOME_ID,
     CONF_MAX_METRICS,
     CONF_MAX_NODES,
+    CONF_MAX_PARALLEL_UPDATES,
     CONF_MIN_TIMEOUT,
     CONF_OFFLINE_RATIO,
     CONF_STALE_DAYS,
@@ -34,6 +36,7 @@ from .const import (
     DEFAULT_OPTIONS,
 )
 from .control import NodeControl
+from .firmware import FirmwareUpdates
 from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
@@ -64,6 +67,8 @@ class HomeSyncOptions:
     command_retries: int
     tcp_nodelay: bool  # set TCP_NODELAY on Home Assistant's MQTT connection
     stale_after_days: int  # silence after which a repair offers to remove a node
+    max_parallel_updates: int
+    firmware_path: str | None  # a bundle file or folder; None: the default places
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Self:
@@ -82,6 +87,8 @@ class HomeSyncOptions:
             command_retries=int(merged[CONF_COMMAND_RETRIES]),
             tcp_nodelay=bool(merged[CONF_TCP_NODELAY]),
             stale_after_days=int(merged[CONF_STALE_DAYS]),
+            max_parallel_updates=int(merged[CONF_MAX_PARALLEL_UPDATES]),
+            firmware_path=str(merged.get(CONF_FIRMWARE_PATH) or "").strip() or None,
         )
 
     @property
@@ -110,6 +117,7 @@ class HomeSyncRuntimeData:
     storage: NodeStorage  # the Store of the home
     stale: StaleNodeMonitor  # repair issues for nodes silent for days
     hub: HomeSyncHub  # subscription and routing
+    firmware: FirmwareUpdates  # the bundle on offer, update jobs and their queue
 
     async def async_start(self) -> None:
         """Restore known nodes, then subscribe (so entities exist before any message)."""
@@ -123,12 +131,14 @@ class HomeSyncRuntimeData:
         self.nodes.async_register_devices()
         self.availability.async_start()
         self.stale.async_start()
+        await self.firmware.async_start()
         await self.hub.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
         self.stale.async_stop()
+        self.firmware.async_stop()
         self.availability.async_stop()
         self.control.stop()
         await self.storage.async_save()
@@ -213,6 +223,18 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         last_seen=last_seen,
         node_name=nodes.node_name,
     )
+    firmware = FirmwareUpdates(
+        hass,
+        home_id=home_id,
+        bundle_path=options.firmware_path,
+        max_parallel=options.max_parallel_updates,
+        clock=now,
+        updates=updates,
+        firmware_of=lambda node_id: nodes[node_id].firmware if node_id in nodes else None,
+        is_online=availability.node_online,
+        node_name=nodes.node_name,
+        spawn=spawn,
+    )
     hub = HomeSyncHub(
         hass,
         home_id=home_id,
@@ -222,6 +244,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         outputs=outputs,
         control=control,
         schedule_save=storage.schedule_save,
+        on_ota_response=firmware.handle_response,
     )
     return HomeSyncRuntimeData(
         home_id=home_id,
@@ -234,4 +257,5 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         storage=storage,
         stale=stale,
         hub=hub,
+        firmware=firmware,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, issue_registry as ir
@@ -42,9 +42,19 @@ class NodeData:
 
     node_id: str
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
-    values: dict[str, float] = field(default_factory=dict)
+    # None: the node said it cannot measure the metric now; `unmeasured` holds its reason.
+    values: dict[str, float | None] = field(default_factory=dict)
+    unmeasured: dict[str, str] = field(default_factory=dict)
     firmware: str | None = None
     device_id: str | None = None
+
+
+class Reading(NamedTuple):
+    """A validated reading in its metric's unit; `value` None with the reason it is missing."""
+
+    spec: MetricSpec
+    value: float | None
+    unmeasured: str | None
 
 
 class NodeRegistry(Mapping[str, NodeData]):
@@ -154,14 +164,8 @@ class NodeRegistry(Mapping[str, NodeData]):
         if self._cap_reported:
             return
         self._cap_reported = True
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            f"{ISSUE_MAX_NODES}_{self._entry_id}",
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_MAX_NODES,
-            translation_placeholders={"home_id": self._home_id, "max_nodes": str(self._max_nodes)},
+        self._create_cap_issue(
+            ISSUE_MAX_NODES, {"home_id": self._home_id, "max_nodes": str(self._max_nodes)}
         )
 
     def _report_metric_cap(self, node_id: str, key: str) -> None:
@@ -177,18 +181,25 @@ class NodeRegistry(Mapping[str, NodeData]):
         if self._metric_cap_reported:
             return
         self._metric_cap_reported = True
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            f"{ISSUE_MAX_METRICS}_{self._entry_id}",
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_MAX_METRICS,
-            translation_placeholders={
+        self._create_cap_issue(
+            ISSUE_MAX_METRICS,
+            {
                 "home_id": self._home_id,
                 "node_id": node_id,
                 "max_metrics": str(self._max_metrics),
             },
+        )
+
+    def _create_cap_issue(self, issue: str, placeholders: dict[str, str]) -> None:
+        """One repair issue (a warning, not fixable) per cap and entry."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            f"{issue}_{self._entry_id}",
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=issue,
+            translation_placeholders=placeholders,
         )
 
     @callback
@@ -203,9 +214,7 @@ class NodeRegistry(Mapping[str, NodeData]):
 
     # --- what the node reports ------------------------------------------------------------
 
-    def reading(
-        self, node_id: str, key: str, data: Mapping[str, Any]
-    ) -> tuple[MetricSpec, float] | None:
+    def reading(self, node_id: str, key: str, data: Mapping[str, Any]) -> Reading | None:
         """A validated reading in its metric's unit, without storing it (None: low quality).
 
         Raises ProtocolError for a unit the metric cannot take or a value that overflows
@@ -218,26 +227,31 @@ class NodeRegistry(Mapping[str, NodeData]):
         node = self._nodes.get(node_id)
         unit = data.get("unit")
         spec = (node.metrics.get(key) if node is not None else None) or metric_spec(key, unit)
-        return spec, normalize_value(spec, data["value"], unit)
+        if data["value"] is None:
+            return Reading(spec, None, str(data.get("reason") or "unmeasured"))
+        return Reading(spec, normalize_value(spec, data["value"], unit), None)
 
     @callback
-    def async_record_metric(
-        self, node: NodeData, key: str, reading: tuple[MetricSpec, float]
-    ) -> None:
+    def async_record_metric(self, node: NodeData, key: str, reading: Reading) -> None:
         """A reading from `reading()`: store it, announce it (a new metric under the cap)."""
-        spec, value = reading
+        spec, value, unmeasured = reading
         is_new = key not in node.metrics
         if is_new and len(node.metrics) >= self._max_metrics:
             self._report_metric_cap(node.node_id, key)
             return
         values = node.values
+        if unmeasured is None:
+            changed = node.unmeasured.pop(key, None) is not None
+        else:
+            changed = node.unmeasured.get(key) != unmeasured
+            node.unmeasured[key] = unmeasured
         if is_new:
             values[key] = value
             node.metrics[key] = spec
             self._schedule_save()
             self.newest_metric = (node.node_id, key)
             self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        elif key not in values or values[key] != value:
+        elif changed or key not in values or values[key] != value:
             values[key] = value
             self._updates.async_notify(node.node_id, key)
         # else: the same reading again (the common case): nothing to tell anyone

@@ -205,18 +205,27 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
             self._attr_entity_category = EntityCategory.DIAGNOSTIC
             self._attr_entity_registry_enabled_default = False
         self._attr_native_value = data.nodes[node_id].values.get(spec.key)
+        self._unmeasured = data.nodes[node_id].unmeasured.get(spec.key)
 
     async def async_added_to_hass(self) -> None:
         """Restore the last reading so a restart shows a value before the next message."""
         await super().async_added_to_hass()
-        if self._attr_native_value is None and (last := await self.async_get_last_sensor_data()):
+        values = self.data.nodes[self.node_id].values
+        if self.key not in values and (last := await self.async_get_last_sensor_data()):
             self._attr_native_value = last.native_value
+
+    @property
+    def extra_state_attributes(self) -> dict[str, str] | None:
+        """Why there is no reading, while the meter cannot measure it (e.g. below_range)."""
+        return None if self._unmeasured is None else {"reason": self._unmeasured}
 
     @callback
     def _handle_update(self) -> None:
         """A new reading (the registry only notifies changed values): the fast path."""
-        value = self.data.nodes[self.node_id].values.get(self.key)
-        if value == self._attr_native_value:
+        node = self.data.nodes[self.node_id]
+        value, unmeasured = node.values.get(self.key), node.unmeasured.get(self.key)
+        if value == self._attr_native_value and unmeasured == self._unmeasured:
             return  # e.g. the restored reading arriving again after a restart
         self._attr_native_value = value
+        self._unmeasured = unmeasured
         self.async_write_changed()

@@ -386,11 +386,20 @@ class App:
                     raise  # the HAL says the device is resetting right here (a simulated brownout)
                 await self._contain(topic, payload, retain, err)
             await self.mqtt.ack(token)
-            if follow is not None and follow[0] == "ota":
-                for msg in self.ota.command(follow[1]):  # the update runs as its own task
-                    await self._publish(msg)
-            elif follow is not None and follow[0] == "announce":
-                self._schedule_announce()
+            if follow is not None:
+                try:
+                    await self._follow(follow)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # contained like the message itself
+                    self._warn("follow", "app: {} failed: {}".format(follow[0], describe(err)))
+
+    async def _follow(self, follow):
+        if follow[0] == "ota":
+            for msg in self.ota.command(follow[1]):  # the update runs as its own task
+                await self._publish(msg)
+        elif follow[0] == "announce":
+            self._schedule_announce()
 
     async def _process(self, topic, payload, retain):
         node = self.node

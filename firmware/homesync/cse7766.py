@@ -44,7 +44,11 @@ def checksum(frame):
 
 
 def parse_frame(frame):
-    """One checked frame -> dict (voltage, current, power, power_factor, cf) or ``None``."""
+    """One checked frame -> dict (voltage, current, power, power_factor, cf) or ``None``.
+
+    ``current`` and ``power_factor`` are ``None`` when the chip cannot measure them (a load
+    below its current floor; no power factor without load).
+    """
     if len(frame) != FRAME_LEN or frame[1] != 0x5A or checksum(frame) != frame[23]:
         return None
     head = frame[0]
@@ -69,18 +73,21 @@ def parse_frame(frame):
         if cycle:
             power = _u24(frame, 14) / cycle
     out["power"] = power
-    current = 0.0
-    if adj & 0x20 and power > 0 and voltage > 1.0 and power / voltage > _MIN_CURRENT:
+    # Below the chip's current floor it measures no current cycle, so neither current nor
+    # power factor is known: say so (None) rather than 0 A next to a real power reading.
+    out["current"] = None
+    out["power_factor"] = None
+    if power == 0:
+        out["current"] = 0.0  # no load: no current; a power factor is undefined
+    elif adj & 0x20 and voltage > 1.0 and power / voltage > _MIN_CURRENT:
         cycle = _u24(frame, 11)
         if cycle:
             current = _u24(frame, 8) / cycle
-    out["current"] = current
-    apparent = voltage * current
-    if apparent > 0:
-        pf = power / apparent
-        out["power_factor"] = pf if pf <= 1.0 else 1.0
-    elif power == 0:
-        out["power_factor"] = 1.0
+            out["current"] = current
+            apparent = voltage * current
+            if apparent > 0:
+                pf = power / apparent
+                out["power_factor"] = pf if pf <= 1.0 else 1.0
     return out
 
 

@@ -812,12 +812,13 @@ class MQTTClient:
             while True:
                 # Flow control: with max_unacked messages held by the application, stop reading
                 # (TCP pushes back on the broker, which need not limit what it sends us) -
-                # unless our own window is full: then PUBACKs must get through, and what else
-                # arrives meanwhile is the application's to shed.
+                # unless our own window is full (PUBACKs must get through) or keep-alive needs
+                # the broker's replies; what arrives meanwhile is the application's to shed.
                 while (  # noqa: ASYNC110
                     self._held >= self.max_unacked
                     and len(self._order) < self.max_inflight
                     and gen == self.gen
+                    and not self._rx_overdue()
                 ):
                     await asyncio.sleep(0.002)
                 if self._rx_len >= MAX_UNACKED_TOTAL:
@@ -832,6 +833,13 @@ class MQTTClient:
             if gen == self.gen and self.connected:
                 why = "closed after DISCONNECT" if self.stopping else describe(err)
                 self._drop("read: {}".format(why))
+
+    def _rx_overdue(self):
+        """Paused long enough that keep-alive needs the broker's replies: read on (and shed)."""
+        if not self.keepalive:
+            return False
+        hal = self._hal
+        return hal.ticks_diff(hal.ticks_ms(), self._last_rx) > self.keepalive * 500
 
     async def _dispatch(self, gen, ptype, flags, body):
         if ptype == PUBLISH:

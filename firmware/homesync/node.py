@@ -25,8 +25,8 @@ BUSY = "busy"
 class RequestMemory:
     """Every request id executed in the last ``window_ms``, at most ``capacity`` of them.
 
-    An entry is ``[ticks, result, extra, persist]`` (the response is rebuilt from it: a few
-    dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
+    An entry is ``[ticks, result, extra, persist, unix stamp]`` (the response is rebuilt from
+    it: a few dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
     execute a new request, or it could no longer recognise that request's retry: it answers
     ``busy`` instead (shedding load, never executing twice).
     """
@@ -60,11 +60,11 @@ class RequestMemory:
         self._expire()
         return len(self._order)
 
-    def add(self, rid, result, extra=None, persist=False):
+    def add(self, rid, result, extra=None, persist=False, stamp=None):
         self._expire()
         if rid in self._entries:
             self._order.remove(rid)
-        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist]
+        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist, stamp]
         self._order.append(rid)
         while len(self._order) > self.capacity:
             del self._entries[self._order.pop(0)]
@@ -285,7 +285,12 @@ class Node:
         for name in reading:
             if name == "energy":
                 continue
-            obj = protocol.telemetry(name, reading[name], now)
+            value = reading[name]
+            if value is None:  # the meter cannot measure it now (cse7766.parse_frame)
+                reason = "no_load" if not reading.get("power") else "below_range"
+                obj = protocol.unmeasured(name, reason, now)
+            else:
+                obj = protocol.telemetry(name, value, now)
             if obj is not None and protocol.valid_name(name):
                 out.append(self._msg("telemetry", name, obj, 0, False))
         energy = protocol.telemetry("energy", self.energy_uwh / 1e9, now)
@@ -480,7 +485,9 @@ class Node:
         return self._execute(cmd, now)
 
     def _replay(self, rid, entry):
-        return protocol.response(rid, "success", entry[1], now=self.now(), extra=entry[2])
+        """The stored answer again, with its original timestamp when it had one."""
+        stamp = entry[4] if entry[4] is not None else self.now()
+        return protocol.response(rid, "success", entry[1], now=stamp, extra=entry[2])
 
     def _execute(self, cmd, now):
         rid = cmd["request_id"]
@@ -540,7 +547,8 @@ class Node:
                 if extra is None:
                     extra = {}
                 extra[key] = resp[key]
-        self.memory.add(rid, resp.get("result"), extra, persist)
+        stamp = protocol.parse_iso(resp.get("timestamp")) if resp.get("timestamp") else None
+        self.memory.add(rid, resp.get("result"), extra, persist, stamp)
 
     def cached(self, rid):
         """The response a retry of ``rid`` would get, or ``None``."""

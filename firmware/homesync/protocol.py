@@ -338,6 +338,19 @@ def telemetry(name, value, now=None, quality=None):
     return _stamp(obj, now)
 
 
+def unmeasured(name, reason, now=None):
+    """``{"value": null, "reason": ...}``: the meter cannot measure ``name`` right now.
+
+    Publishing it (instead of nothing) clears the last reading in Home Assistant, so a kettle's
+    8.7 A never stays next to a standby TV's 8 W. Reasons: ``below_range``, ``no_load``.
+    """
+    obj = {"value": None, "reason": reason}
+    unit = METRIC_UNITS.get(name)
+    if unit is not None:
+        obj["unit"] = unit
+    return _stamp(obj, now)
+
+
 def online(reason, uptime, firmware, now=None):
     obj = {"online": True, "reason": reason, "uptime": int(uptime), "firmware": firmware}
     return _stamp(obj, now)

@@ -556,3 +556,28 @@ def test_bad_credentials_show_on_led_and_console():
         finish(app, broker)
 
     run_async(main)
+
+
+def test_full_inbox_under_a_frozen_command_task_keeps_the_link():
+    """Reading pauses while 16 messages wait, but never so long that keep-alive fails: the link
+    stays up, later commands are answered busy, the held ones once the task runs again."""
+
+    async def main():
+        app, hal, broker = make_app()
+        await start(app)
+        hal.frozen = True
+        for i in range(20):
+            broker.publish(*command("f{}".format(i)), qos=1, pid=300 + i)
+        await asyncio.sleep(2.5)  # > 2 keep-alive periods of 1 s
+        assert len(broker.conns) == 1
+        assert app.mqtt.connected
+        busy = [r for r in responses(broker.conn) if r.get("error") == "busy"]
+        assert 1 <= len(busy) <= 4  # the rest waits in the inbox (one in the frozen task)
+        hal.frozen = False
+        assert await until(lambda: len(responses(broker.conn)) == 20, 5.0)
+        statuses = [r["status"] for r in responses(broker.conn)]
+        assert statuses.count("success") == 20 - len(busy)
+        assert await until(lambda: pubacks(broker.conn) == list(range(300, 320)))
+        finish(app, broker)
+
+    run_async(main)

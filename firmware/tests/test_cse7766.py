@@ -26,8 +26,17 @@ def test_no_load_frame_reports_zero_power():
     got = cse7766.parse_frame(frame)
     assert got["power"] == 0.0
     assert got["current"] == 0.0
-    assert got["power_factor"] == 1.0
+    assert got["power_factor"] is None  # undefined without a load
     assert close(got["voltage"], 229.0, 0.3)
+
+
+def test_load_below_the_current_floor_reports_no_current_rather_than_zero():
+    """8.4 W standby: the chip measures power but no current cycle (issue 10 item 10)."""
+    frame = cse7766.encode_frame(230.0, 8.4 / 230.0 / 0.6, 8.4, 7)
+    got = cse7766.parse_frame(frame)
+    assert close(got["power"], 8.4, 0.05)
+    assert got["current"] is None  # not 0.000 A next to 8.4 W
+    assert got["power_factor"] is None
 
 
 def test_bad_checksum_and_error_states_rejected():

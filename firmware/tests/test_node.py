@@ -116,10 +116,12 @@ def test_relay_command_executes_and_confirms():
 
 def test_duplicate_request_id_is_not_executed_twice():
     node, hal = make()
-    node.handle(*cmd("relay", "toggle", "dup-1"))
+    first, _ = node.handle(*cmd("relay", "toggle", "dup-1"))
     assert hal.relay is True
     changes = hal.relay_changes
+    hal.unix += 5  # the retry comes later: it gets the stored answer, timestamp included
     out, _ = node.handle(*cmd("relay", "toggle", "dup-1"))
+    assert out[-1] == first[-1]
     assert hal.relay is True  # a second toggle would have switched it off
     assert hal.relay_changes == changes
     got = by_topic(out)
@@ -245,6 +247,22 @@ def test_telemetry_messages():
     assert got["telemetry/energy"][0]["unit"] == "kWh"
     assert got["telemetry/power"][1:] == (0, False)
     assert len(got) == 3  # the invalid metric name is not published
+
+
+def test_unmeasurable_readings_are_published_as_null_with_a_reason():
+    """A standby load below the meter's current floor: no current, no power factor."""
+    node, _ = make()
+    node.update_reading({"power": 8.4, "current": None, "power_factor": None})
+    got = by_topic(node.telemetry())
+    assert got["telemetry/power"][0]["value"] == 8.4
+    assert got["telemetry/current"][0]["value"] is None
+    assert got["telemetry/current"][0]["reason"] == "below_range"
+    assert got["telemetry/current"][0]["unit"] == "A"
+    assert got["telemetry/power_factor"][0]["value"] is None
+    node.update_reading({"power": 0.0, "current": 0.0, "power_factor": None})
+    got = by_topic(node.telemetry())
+    assert got["telemetry/current"][0]["value"] == 0.0
+    assert got["telemetry/power_factor"][0]["reason"] == "no_load"
 
 
 def test_energy_is_integer_micro_wh():

@@ -6,6 +6,7 @@ The integration's side (update entity, HA's HTTP view) has its own end-to-end te
 """
 
 import hashlib
+import json
 import os
 import time
 
@@ -214,3 +215,27 @@ def test_same_version_is_success_without_download_and_stale_command_expires(devi
         )
         assert _final(peer, "ota-old")["status"] == "expired"
         assert server.ranges == []
+
+
+def test_fleet_simulator_installs_in_process_and_reports_the_new_version(
+    node_factory, peer, tmp_path
+):
+    """``python -m firmware.sim`` (the demo's fleet) reboots nodes inside its process: the update
+    is downloaded, verified, unpacked and swapped for real, then the node reports it."""
+    info, data = _bundle(tmp_path, "0.9.0")
+    node = node_factory("n1", runtime="cpython")
+    node.spec["nodes"][0]["firmware"] = "0.0.9"  # what --firmware of firmware.sim sets
+    with open(node.spec_path, "w") as handle:
+        json.dump(node.spec, handle)
+    node.start()
+    birth = peer.wait_for("status/online", lambda p: p["online"], timeout=15)
+    assert birth[2]["firmware"] == "0.0.9"
+    peer.wait_for("status/heartbeat")
+    with BundleServer(data) as server:
+        _update(peer, server, info, "ota-sim")
+        final = _final(peer, "ota-sim")
+    assert (final["status"], final["version"]) == ("success", "0.9.0")
+    assert peer.wait_for("status/firmware", lambda p: p["version"] == "0.9.0")
+    node.wait_log("sim: boot #2 firmware 0.9.0")
+    slot = os.path.join(node.dir, "state", "ota", "a", "manifest.json")
+    assert os.path.exists(slot)

@@ -54,6 +54,7 @@ RESPONSE_STATUSES: Final = ("success", "error", "expired")
 MAX_UPTIME: Final = 10 * 366 * 86400  # seconds: ten years of uptime
 MAX_SEQ: Final = 2**53 - 1  # the largest integer every JSON implementation keeps exact
 MAX_INTERVAL: Final = 86400  # seconds between heartbeats
+MAX_REASON: Final = 64  # why a telemetry value is null ("below_range")
 MAX_READING: Final = 1e15  # |value| of a reading (telemetry, rssi) in the payload's unit
 # A command's `ttl` (seconds after its timestamp during which a node may still execute it).
 MIN_COMMAND_TTL: Final = 1
@@ -216,7 +217,9 @@ _UPTIME = vol.All(_integer, vol.Range(min=0, max=MAX_UPTIME))
 
 TELEMETRY_SCHEMA: Final = vol.Schema(
     {
-        vol.Required("value"): _READING,
+        # null: the meter cannot measure it now ("reason" says why, e.g. below_range).
+        vol.Required("value"): vol.Any(None, _READING),
+        vol.Optional("reason"): vol.All(str, vol.Length(max=MAX_REASON)),
         vol.Optional("unit"): vol.All(str, vol.Length(max=MAX_UNIT)),
         vol.Optional("quality"): vol.All(_number, vol.Range(min=0, max=100)),
         **_OPTIONAL_COMMON,
@@ -288,7 +291,31 @@ STATUS_SCHEMAS: Final[dict[str, vol.Schema]] = {
     "rssi": RSSI_SCHEMA,
     "heartbeat": HEARTBEAT_SCHEMA,
 }
-RESPONSE_SCHEMAS: Final[dict[str, vol.Schema]] = {"command": RESPONSE_SCHEMA}
+OTA_STATUSES: Final = (
+    "downloading",
+    "verifying",
+    "installing",
+    "rebooting",
+    "success",
+    "error",
+    "expired",
+)
+OTA_RESPONSE_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required("request_id"): REQUEST_ID,
+        vol.Required("status"): vol.In(OTA_STATUSES),
+        vol.Optional("progress"): vol.All(_integer, vol.Range(min=0, max=100)),
+        vol.Optional("version"): vol.Any(None, _TEXT),
+        vol.Optional("error"): vol.Any(None, _TEXT),
+        **_OPTIONAL_COMMON,
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+RESPONSE_SCHEMAS: Final[dict[str, vol.Schema]] = {
+    "command": RESPONSE_SCHEMA,
+    "ota": OTA_RESPONSE_SCHEMA,  # firmware updates (docs/protocol.md, "Firmware updates")
+}
 
 
 def schema_for(topic: Topic) -> vol.Schema | None:
@@ -331,15 +358,21 @@ def _fast_telemetry(data: dict[str, Any]) -> dict[str, Any] | None:
     """TELEMETRY_SCHEMA's result for `data`, or None: let the schema decide."""
     value = data.get("value", _MISSING)
     kind = type(value)
-    # Chained comparisons are False for NaN; ints compare exactly, however large.
-    if (kind is not float and kind is not int) or not -MAX_READING <= value <= MAX_READING:
-        return None
     out = dict(data)
-    out["value"] = float(value)
+    if value is None:  # the meter cannot measure it now
+        pass
+    # Chained comparisons are False for NaN; ints compare exactly, however large.
+    elif (kind is not float and kind is not int) or not -MAX_READING <= value <= MAX_READING:
+        return None
+    else:
+        out["value"] = float(value)
     if len(data) == 1:
         return out
     unit = data.get("unit", _MISSING)
     if unit is not _MISSING and (type(unit) is not str or len(unit) > MAX_UNIT):
+        return None
+    reason = data.get("reason", _MISSING)
+    if reason is not _MISSING and (type(reason) is not str or len(reason) > MAX_REASON):
         return None
     quality = data.get("quality", _MISSING)
     if quality is not _MISSING:
