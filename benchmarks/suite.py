@@ -58,6 +58,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     script("bench_tracker.py"),
     harness("bench_hub.py"),
     harness("bench_relay.py"),
+    harness("bench_flood.py", timeout_s=1800),
     script("bench_system.py"),
     script("bench_brokers.py", timeout_s=1800, quick_timeout_s=120),
 )

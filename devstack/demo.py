@@ -436,6 +436,11 @@ class Demo:
         ]
         if plot:
             lines += ["  What to watch (seconds after the plugs started):", *plot.story(), ""]
+        lines += [
+            "  Any time: each plug's Firmware entity offers an update (plugs run "
+            f"{PLUG_FIRMWARE}); Install it",
+            "",
+        ]
         logs = [self.hass.stdout_path, self.hass.log_path]
         if self.broker is not None:
             logs.append(self.broker.log_path)

@@ -258,7 +258,8 @@ async def test_install_runs_until_the_node_reports_the_new_version(
     assert await resp.read() == data[100:]
     assert (await client.get(path_part.replace("0.2.0.hsfw", "x.hsfw"))).status == 404
     token = path_part.split("/")[-2]
-    assert (await client.get(path_part.replace(token, token[:-1] + "A"))).status == 404
+    other = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert (await client.get(path_part.replace(token, other))).status == 404
 
     state = hass.states.get(entity(hass, "plug1"))
     assert state.attributes[ATTR_IN_PROGRESS] is True
@@ -391,6 +392,10 @@ async def test_no_local_http_url_is_a_clear_error(
     await settle()
     with pytest.raises(HomeAssistantError, match="no local http:// URL"):
         await install(hass, "plug1")
+    hass.config.internal_url = None
+    hass.config.api = None
+    with pytest.raises(HomeAssistantError, match="no local http:// URL"):
+        await install(hass, "plug1")
 
 
 async def test_without_internal_url_the_bound_server_host_is_used(
@@ -451,6 +456,36 @@ async def test_at_most_n_updates_at_a_time_the_rest_wait(
     await tasks["plug3"]
 
 
+async def test_diagnostics_show_the_offer_and_running_updates_without_tokens(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    start: Callable[[], Awaitable[MockConfigEntry]],
+    write_bundle: Any,
+) -> None:
+    from custom_components.heartbeat_iot.diagnostics import (
+        async_get_config_entry_diagnostics,
+    )
+
+    path = write_bundle("0.2.0")
+    entry = await start()
+    node_up(hass, "plug1")
+    await settle()
+    task = install(hass, "plug1")
+    await settle()
+    ota(hass, "plug1", ota_commands(mqtt_mock)[0]["request_id"], "downloading", progress=30)
+    await settle()
+    diag = await async_get_config_entry_diagnostics(hass, entry)
+    updates = diag["firmware_updates"]
+    assert updates["bundle"]["version"] == "0.2.0"
+    assert updates["bundle"]["file"] == path.name
+    assert updates["updates"] == [
+        {"node": "plug1", "version": "0.2.0", "phase": "downloading", "progress": 30}
+    ]
+    token = ota_commands(mqtt_mock)[0]["url"].split("/")[-2]
+    assert token not in json.dumps(diag)
+    task.cancel()
+
+
 async def test_unload_cancels_running_and_waiting_updates(
     hass: HomeAssistant,
     mqtt_mock: Any,
@@ -496,3 +531,75 @@ async def test_options_flow_sets_parallel_updates_and_bundle_path(
     user_input = {**DEFAULT_OPTIONS, CONF_MAX_PARALLEL_UPDATES: 3}
     await hass.config_entries.options.async_configure(result["flow_id"], user_input)
     assert CONF_FIRMWARE_PATH not in entry.options  # cleared: back to the default places
+
+
+async def test_a_waiting_update_fails_when_its_node_or_the_offer_changed(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    write_bundle: Any,
+    ota_entry: MockConfigEntry,
+    bundle_dir: Path,
+) -> None:
+    hass.config.internal_url = URL
+    ota_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        ota_entry, options={**ota_entry.options, CONF_MAX_PARALLEL_UPDATES: 1}
+    )
+    write_bundle("0.2.0")
+    assert await hass.config_entries.async_setup(ota_entry.entry_id)
+    await hass.async_block_till_done()
+    firmware = ota_entry.runtime_data.firmware
+    for node in ("plug1", "plug2", "plug3"):
+        node_up(hass, node)
+    await settle()
+    with pytest.raises(HomeAssistantError, match="Firmware 9.9 is not available"):
+        await firmware.async_install("plug1", "9.9")
+    first, second, third = (install(hass, n) for n in ("plug1", "plug2", "plug3"))
+    await settle()
+    publish(hass, "plug2", "status", "online", {"online": False, "reason": "unexpected_disconnect"})
+    # A newer bundle appears and is offered.
+    (bundle_dir / "homesync-0.2.0.hsfw").unlink()
+    write_bundle("0.3.0")
+    await firmware.async_rescan()
+    assert hass.states.get(entity(hass, "plug1")).attributes[ATTR_LATEST_VERSION] == "0.3.0"
+    rid = ota_commands(mqtt_mock, "plug1")[0]["request_id"]
+    ota(hass, "plug1", rid, "rebooting", version="0.2.0")
+    node_up(hass, "plug1", "0.2.0")
+    await settle()
+    await first  # the running update still completes
+    with pytest.raises(HomeAssistantError, match="plug2 is offline"):
+        await second
+    with pytest.raises(HomeAssistantError, match="Firmware 0.2.0 is not available"):
+        await third
+    assert ota_commands(mqtt_mock, "plug2") == ota_commands(mqtt_mock, "plug3") == []
+
+
+async def test_publish_failure_ends_the_update(
+    hass: HomeAssistant,
+    mqtt_mock: Any,
+    start: Callable[[], Awaitable[MockConfigEntry]],
+    write_bundle: Any,
+) -> None:
+    write_bundle("0.2.0")
+    await start()
+    node_up(hass, "plug1")
+    await settle()
+    mqtt_mock.async_publish.side_effect = HomeAssistantError("broker gone")
+    with pytest.raises(HomeAssistantError, match="failed: broker gone"):
+        await install(hass, "plug1")
+
+
+async def test_a_new_bundle_is_found_by_the_periodic_rescan(
+    hass: HomeAssistant,
+    start: Callable[[], Awaitable[MockConfigEntry]],
+    write_bundle: Any,
+    freezer: Any,
+) -> None:
+    write_bundle("0.2.0")
+    await start()
+    node_up(hass, "plug1")
+    await hass.async_block_till_done()
+    write_bundle("0.3.0")
+    await advance(hass, freezer, 301, step=301)
+    await hass.async_block_till_done()
+    assert hass.states.get(entity(hass, "plug1")).attributes[ATTR_LATEST_VERSION] == "0.3.0"

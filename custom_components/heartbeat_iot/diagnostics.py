@@ -53,6 +53,8 @@ async def async_get_config_entry_diagnostics(
             },
             # Commands waiting for confirmation and the offline queue (docs/architecture.md §6).
             "control": data.control.diagnostics(),
+            # Firmware bundle on offer and updates in progress (firmware.py; no tokens).
+            "firmware_updates": data.firmware.diagnostics(),
         }
     )
     return redacted

@@ -30,8 +30,8 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.event import async_track_time_interval
 from homeassistant.helpers.http import HomeAssistantView
-from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.util.hass_dict import HassKey
+from homeassistant.util.network import normalize_url
 
 from .const import DOMAIN, HUB, KEY_BUNDLE, KEY_FIRMWARE, KEY_UPDATE
 from .homesync.clock import Clock
@@ -131,6 +131,7 @@ class FirmwareUpdates:
         self.bundle_errors: dict[str, str] = {}
         self._grants: Grants | None = None
         self._futures: dict[str, asyncio.Future[None]] = {}
+        self._bases: dict[str, str] = {}  # node -> HA's URL as of the install call
         self._unlisten: dict[str, CALLBACK_TYPE] = {}
         self._stop_rescan: CALLBACK_TYPE | None = None
         self._stop_check: CALLBACK_TYPE | None = None
@@ -181,6 +182,31 @@ class FirmwareUpdates:
         """The running or waiting update of `node_id`."""
         return self.queue.job(node_id)
 
+    def diagnostics(self) -> dict[str, Any]:
+        """The bundle on offer and the updates running or waiting (never a download token)."""
+        bundle = self.bundle
+        return {
+            "bundle": None
+            if bundle is None
+            else {
+                "version": bundle.version,
+                "file": bundle.path.name,
+                "size": bundle.size,
+                "sha256": bundle.sha256,
+            },
+            "bundle_errors": {Path(path).name: why for path, why in self.bundle_errors.items()},
+            "max_parallel_updates": self.queue.limit,
+            "updates": [
+                {
+                    "node": job.node_id,
+                    "version": job.version,
+                    "phase": job.phase.value,
+                    "progress": job.progress,
+                }
+                for job in self.queue.running() + self.queue.waiting()
+            ],
+        }
+
     # --- installing -------------------------------------------------------------------------
 
     def _error(self, key: str, node_id: str, **placeholders: str) -> HomeAssistantError:
@@ -191,23 +217,14 @@ class FirmwareUpdates:
         )
 
     def _base_url(self, node_id: str) -> str:
-        """Home Assistant's local http:// URL: the configured internal URL, else the host its
-        HTTP server is bound to (`http: server_host`), else the detected local IP."""
-        api = self.hass.config.api
-        bound = api is not None and not api.use_ssl and api.host and api.host != api.local_ip
-        if not self.hass.config.internal_url and bound and api is not None:
-            return f"http://{api.host}:{api.port}"
-        try:
-            url = get_url(
-                self.hass,
-                allow_internal=True,
-                allow_external=False,
-                allow_cloud=False,
-                allow_ip=True,
-                prefer_external=False,
-            )
-        except NoURLAvailableError as err:
-            raise self._error("update_no_url", node_id) from err
+        """Home Assistant's local http:// URL: the configured internal URL, else the address
+        its HTTP server listens on (`http: server_host`, or the detected local IP)."""
+        if self.hass.config.internal_url:
+            url = normalize_url(self.hass.config.internal_url)
+        elif (api := self.hass.config.api) is not None and api.host and not api.use_ssl:
+            url = f"http://{api.host}:{api.port}"
+        else:
+            raise self._error("update_no_url", node_id)
         if not url.startswith("http://"):
             raise self._error("update_no_url", node_id)
         return url
@@ -226,7 +243,7 @@ class FirmwareUpdates:
             raise self._error("update_offline", node_id)
         if self.queue.job(node_id) is not None:
             raise self._error("update_already_running", node_id)
-        self._base_url(node_id)  # fail now, not when the queue reaches this node
+        self._bases[node_id] = self._base_url(node_id)  # fail now, not when its turn comes
         job = UpdateJob(node_id, bundle.version, f"ota-{uuid.uuid4().hex[:16]}")
         future: asyncio.Future[None] = self.hass.loop.create_future()
         self._futures[node_id] = future
@@ -246,21 +263,15 @@ class FirmwareUpdates:
     async def _async_send(self, job: UpdateJob) -> None:
         node_id = job.node_id
         bundle = self.bundle
-        if bundle is None or bundle.version != job.version:
-            job.fail("update_no_bundle")
-        elif not self._is_online(node_id):
-            job.fail("update_offline")
-        if job.finished:
+        if not self._is_online(node_id):
+            job.fail("update_offline")  # went offline while it waited
+        elif bundle is None or bundle.version != job.version:
+            job.fail("update_version_unavailable")  # the offer changed while it waited
+        if bundle is None or job.finished:
             self._finish(job)
             return
-        assert bundle is not None
         assert self._grants is not None
-        try:
-            base = self._base_url(node_id)
-        except HomeAssistantError:
-            job.fail("update_no_url")
-            self._finish(job)
-            return
+        base = self._bases[node_id]
         now = self._clock()
         grant = self._grants.issue(node_id, bundle, now)
         url = f"{base}{VIEW_URL}/{grant.token}/{bundle.path.name}"
@@ -335,6 +346,7 @@ class FirmwareUpdates:
             self._grants.revoke_node(node_id)
         if (unlisten := self._unlisten.pop(node_id, None)) is not None:
             unlisten()
+        self._bases.pop(node_id, None)
         started = self.queue.finish(node_id)
         if job.failure is None:
             _LOGGER.info("%s now runs firmware %s", self._node_name(node_id), job.version)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from homeassistant.components.sensor import (
     RestoreSensor,
@@ -117,11 +118,16 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
 )
 
 
-class HealthSensor(HomeSyncNodeEntity, SensorEntity):
-    """Last seen / last boot / reboots / link quality of a node (available while it is offline)."""
+class HealthSensor(HomeSyncNodeEntity, RestoreSensor):
+    """Last seen / last boot / reboots / link quality of a node (available while it is offline).
+
+    Until the tracker knows a value again after a restart (link quality needs two heartbeats),
+    the sensor shows the value it had: nothing that was known passes through `unknown`.
+    """
 
     entity_description: HealthSensorDescription
     _requires_online = False
+    _restored: StateType | date | datetime | Decimal = None
 
     def __init__(
         self, data: HomeSyncRuntimeData, node_id: str, description: HealthSensorDescription
@@ -130,11 +136,21 @@ class HealthSensor(HomeSyncNodeEntity, SensorEntity):
         super().__init__(data, node_id, description.key)
         self.entity_description = description
 
+    async def async_added_to_hass(self) -> None:
+        """Remember the value shown before the restart, as a fallback."""
+        await super().async_added_to_hass()
+        if (last := await self.async_get_last_sensor_data()) is not None:
+            self._restored = last.native_value
+
     @property
-    def native_value(self) -> StateType | datetime:
-        """Computed from the tracker on each write."""
+    def native_value(self) -> StateType | date | datetime | Decimal:
+        """Computed from the tracker on each write (the restored value until it knows)."""
         status = self.data.availability.status(self.node_id)
-        return None if status is None else self.entity_description.value_fn(status)
+        value = None if status is None else self.entity_description.value_fn(status)
+        if value is None:
+            return self._restored
+        self._restored = None  # known again: never fall back to an old value later
+        return value
 
 
 @dataclass(frozen=True, kw_only=True)
