@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -279,6 +280,7 @@ def main() -> int:
         if cluster is not None:
             cluster.stop()
         mosq.stop()
+    shutil.rmtree(work, ignore_errors=True)  # kept (and named at the start) only on a failure
 
     sections = [
         (

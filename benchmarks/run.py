@@ -133,6 +133,10 @@ def compose(results: Path, out: Path, failed: Sequence[str], command: str) -> st
         for name, t in checks:
             rows.append([target_id, t["verdict"], t["measured"], t["limit"], name, t["why"]])
     parts += [table(["target", "verdict", "measured", "limit", "benchmark", "why"], rows), ""]
+    notes = BENCH_DIR / "NOTES.md"
+    if notes.is_file():
+        # Written by hand from the tables below (what a miss is made of, what would close it).
+        parts += [_demote(notes.read_text(encoding="utf-8")), ""]
 
     bench_rows = []
     for bench in BENCHMARKS:

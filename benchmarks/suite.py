@@ -56,6 +56,7 @@ def harness(file: str, *, timeout_s: float = 3600, quick_timeout_s: float = 300)
 # In run order. One line per benchmark.
 BENCHMARKS: tuple[Benchmark, ...] = (
     script("bench_tracker.py"),
+    script("bench_protocol.py"),
     harness("bench_hub.py"),
     harness("bench_relay.py"),
     harness("bench_flood.py", timeout_s=1800),

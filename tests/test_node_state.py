@@ -7,14 +7,17 @@ re-publish their state, and a restart never passes a known state through `unknow
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+from unittest.mock import patch
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNKNOWN
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_state_change_event
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from .command_helpers import NODE, entity_id, go_online, relay_status, state
 from .conftest import HOME, publish
@@ -106,3 +109,75 @@ async def test_restart_never_passes_known_state_through_unknown(
     assert (relay, STATE_UNKNOWN) not in written
     assert (led, STATE_UNKNOWN) not in written
     assert (state(hass), state(hass, "led")) == (STATE_ON, STATE_OFF)
+
+
+async def test_restart_keeps_link_quality_until_the_tracker_knows_again(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """Link quality needs two heartbeats; until then it shows what it showed, not unknown."""
+    for seq in (1, 2, 3):
+        publish(hass, NODE, "status", "heartbeat", {"seq": seq, "uptime": seq * 30})
+    await hass.async_block_till_done()
+    quality = entity_id(hass, "link_quality", platform="sensor")
+    before = hass.states.get(quality)
+    assert before is not None
+    assert before.state not in (STATE_UNKNOWN, "unavailable")
+
+    written: list[str] = []
+
+    @callback
+    def record(event: Event[EventStateChangedData]) -> None:
+        if (new := event.data["new_state"]) is not None:
+            written.append(new.state)
+
+    unsub = async_track_state_change_event(hass, [quality], record)
+    assert await hass.config_entries.async_reload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    unsub()
+    assert STATE_UNKNOWN not in written
+    assert hass.states.get(quality).state == before.state
+
+
+async def test_restart_before_mqtt_connects_shows_the_restored_state(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
+) -> None:
+    """At start HA's MQTT client connects a moment after us: not a reason for `unavailable`.
+
+    Only if the link never comes up within the grace do the node's entities become
+    unavailable (nothing can be known then).
+    """
+    relay_status(hass, "on")
+    go_online(hass)
+    await hass.async_block_till_done()
+    relay = entity_id(hass, "relay")
+    written: list[str] = []
+
+    @callback
+    def record(event: Event[EventStateChangedData]) -> None:
+        if (new := event.data["new_state"]) is not None:
+            written.append(new.state)
+
+    # Unload first (removing entities writes `unavailable`; a real restart does not), then start
+    # again while HA's MQTT client is not connected yet.
+    assert await hass.config_entries.async_unload(loaded_entry.entry_id)
+    unsub = async_track_state_change_event(hass, [relay], record)
+    with patch("homeassistant.components.mqtt.is_connected", return_value=False):
+        assert await hass.config_entries.async_setup(loaded_entry.entry_id)
+        await hass.async_block_till_done()
+    assert state(hass) == STATE_ON
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await hass.async_block_till_done()
+    assert state(hass) == STATE_ON
+    assert "unavailable" not in written
+
+    # A restart during a real broker outage: after the grace, unavailable.
+    assert await hass.config_entries.async_unload(loaded_entry.entry_id)
+    with patch("homeassistant.components.mqtt.is_connected", return_value=False):
+        assert await hass.config_entries.async_setup(loaded_entry.entry_id)
+        await hass.async_block_till_done()
+    assert state(hass) == STATE_ON
+    freezer.tick(timedelta(seconds=31))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    unsub()
+    assert state(hass) == "unavailable"

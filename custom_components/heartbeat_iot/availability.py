@@ -17,7 +17,7 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
-from homeassistant.helpers.event import async_track_point_in_utc_time
+from homeassistant.helpers.event import async_call_later, async_track_point_in_utc_time
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN, HUB, KEY_EVENT, KEY_STATUS
@@ -41,6 +41,9 @@ _LOGGER = logging.getLogger(__package__)
 
 # Seconds between the points the deadline timer may fire at (see _schedule_timer).
 TIMER_GRID = 0.5
+# How long entities keep showing their restored state while Home Assistant's MQTT client has
+# not connected for the first time since start (it usually takes well under a second).
+FIRST_CONNECT_GRACE = 30.0
 # Nodes whose state changes per event-loop iteration. Each costs Home Assistant a few state
 # writes and maybe an event (~200 µs in all), so 10 000 simultaneous expiries or a broker
 # reconnect are handed out in slices of this many, keeping loop lag well under 100 ms
@@ -97,13 +100,23 @@ class AvailabilityMonitor:
         self._lines_left = LOG_LINES_PER_SLICE
         self._lines_held = 0
         self._warn = RateLimitedLogger(_LOGGER)
+        # True from start until HA's MQTT link connects for the first time (or the grace ends).
+        self._awaiting_first_connect = False
+        self._grace_unsub: CALLBACK_TYPE | None = None
 
     # --- what entities read ---------------------------------------------------------------
 
     @property
     def broker_connected(self) -> bool:
-        """Whether Home Assistant's own MQTT link is up (else we cannot know anything)."""
-        return self.tracker.broker_connected
+        """Whether entities can trust what they show: HA's own MQTT link is up.
+
+        Also true right after start, before that link connected for the first time: nothing is
+        wrong yet, and the restored state is the best knowledge. Marking everything unavailable
+        for that moment would write `unavailable` → `on` for every relay at every restart
+        (which fires `to: "on"` automations). The tracker itself stays "disconnected" until the
+        link is up, so nobody expires meanwhile.
+        """
+        return self.tracker.broker_connected or self._awaiting_first_connect
 
     def status(self, node_id: str) -> NodeStatus | None:
         """The tracker's view of a node."""
@@ -119,7 +132,9 @@ class AvailabilityMonitor:
         Asked by every entity write (`available`): the tracker's O(1) state, not a snapshot.
         """
         tracker = self.tracker
-        return tracker.broker_connected and tracker.state(node_id) is Availability.ONLINE
+        return (tracker.broker_connected or self._awaiting_first_connect) and tracker.state(
+            node_id
+        ) is Availability.ONLINE
 
     def counts(self) -> tuple[int, int]:
         """(online, offline) nodes of this home; nodes not heard live yet are in neither."""
@@ -146,15 +161,42 @@ class AvailabilityMonitor:
     def async_start(self) -> None:
         """Take the broker state, follow it, arm the timer."""
         # Broker state first: a restart while the broker is unreachable must not expire anyone.
-        self.tracker.set_broker_connected(mqtt.is_connected(self.hass))
+        connected = mqtt.is_connected(self.hass)
+        self.tracker.set_broker_connected(connected)
+        if not connected:
+            self._awaiting_first_connect = True
+            self._grace_unsub = async_call_later(
+                self.hass, FIRST_CONNECT_GRACE, self._async_first_connect_overdue
+            )
         self._unsubscribe = mqtt.async_subscribe_connection_status(
             self.hass, self._async_on_connection
         )
         self._schedule_timer()
 
     @callback
+    def _end_first_connect_grace(self) -> None:
+        self._awaiting_first_connect = False
+        if self._grace_unsub is not None:
+            self._grace_unsub()
+            self._grace_unsub = None
+
+    @callback
+    def _async_first_connect_overdue(self, _now: datetime) -> None:
+        """The MQTT link never came up: what entities show can no longer be trusted."""
+        self._grace_unsub = None
+        self._awaiting_first_connect = False
+        _LOGGER.info(
+            "MQTT broker not connected %.0f s after start: HomeSync nodes of %s are unavailable",
+            FIRST_CONNECT_GRACE,
+            self._home_id,
+        )
+        self._apply(Outcome(changed=set(self.tracker.node_ids())))
+        self._updates.async_notify(HUB, KEY_STATUS)
+
+    @callback
     def async_stop(self) -> None:
         """Stop following the broker; cancel the timer and any pending slices."""
+        self._end_first_connect_grace()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -169,6 +211,8 @@ class AvailabilityMonitor:
     @callback
     def _async_on_connection(self, connected: bool) -> None:
         """Home Assistant's MQTT link went up or down: every entity's availability changes."""
+        if connected:
+            self._end_first_connect_grace()
         if connected == self.tracker.broker_connected:
             return
         _LOGGER.info(

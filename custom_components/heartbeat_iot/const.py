@@ -85,6 +85,17 @@ KEY_BUNDLE: Final = "firmware_bundle"  # announced for HUB: FirmwareUpdates.bund
 # Announced for HUB: read nodes.NodeRegistry.newest_node / .newest_metric.
 KEY_NODE_ADDED: Final = "node_added"
 KEY_METRIC_ADDED: Final = "metric_added"
+KEY_QUEUED_INTENTS: Final = "queued_intents"  # per node: its intents in the offline queue
+# Per-home statistics (sensors on the hub device, each notified on (HUB, key)).
+STAT_COMMANDS_SENT: Final = "commands_sent"
+STAT_COMMANDS_CONFIRMED: Final = "commands_confirmed"
+STAT_COMMANDS_FAILED: Final = "commands_failed"
+STAT_COMMANDS_PENDING: Final = "commands_pending"
+STAT_INTENTS_QUEUED: Final = "intents_queued"
+STAT_MESSAGES_PER_MINUTE: Final = "messages_per_minute"
+STAT_MESSAGES_REJECTED: Final = "messages_rejected"
+# Seconds between samples of the message counters (the only per-message numbers shown).
+STATS_INTERVAL: Final = 60
 
 # Bus events besides heartbeat_iot_node_<online|offline|rebooted|flapping>
 # (see availability.event_type).

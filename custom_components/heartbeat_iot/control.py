@@ -22,7 +22,13 @@ from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.event import async_track_point_in_utc_time
 from homeassistant.util import dt as dt_util
 
-from .const import DOMAIN, EVENT_COMMAND_COMPLETED, EVENT_COMMAND_FAILED, KEY_LAST_SEEN
+from .const import (
+    DOMAIN,
+    EVENT_COMMAND_COMPLETED,
+    EVENT_COMMAND_FAILED,
+    KEY_LAST_SEEN,
+    KEY_QUEUED_INTENTS,
+)
 from .homesync.clock import Clock
 from .homesync.commands import (
     RESERVED_KEYS,
@@ -120,6 +126,7 @@ class NodeControl:
         device_id: Callable[[str], str | None],
         schedule_save: Callable[[], None],
         spawn: Spawn,
+        stats_changed: Callable[[], None] = lambda: None,
     ) -> None:
         """Timeout and retries come from the entry options (an options change reloads)."""
         self.hass = hass
@@ -131,9 +138,20 @@ class NodeControl:
         self._device_id = device_id
         self._schedule_save = schedule_save
         self._spawn = spawn
+        # Command counters, pending commands or the queue changed (the home's statistics).
+        self._stats_changed = stats_changed
         self.manager = CommandManager(
-            home_id, self._publish, clock=clock, timeout=timeout, retries=retries
+            home_id,
+            self._publish,
+            clock=clock,
+            timeout=timeout,
+            retries=retries,
+            on_change=stats_changed,
         )
+        # Queued intents that failed without being sent (expired, refused at delivery).
+        self.intents_failed = 0
+        # Nodes whose queued-intents sensor may show a non-zero count.
+        self._queued_nodes: set[str] = set()
         self.queue = IntentQueue(clock=clock, default_ttl=DEFAULT_QUEUE_TTL)
         # Queued intents taken for delivery and not finished yet (persisted with the queue,
         # so a restart in the middle of a delivery does not lose them).
@@ -317,8 +335,13 @@ class NodeControl:
 
     @callback
     def _queue_changed(self, *, save: bool = True) -> None:
-        """Watch nodes with intents, re-arm the expiry timer, persist."""
-        for node_id in {intent.node_id for intent in self.queue.pending()}:
+        """Watch nodes with intents, re-arm the expiry timer, persist, update the counts."""
+        queued = {intent.node_id for intent in self.queue.pending()}
+        for node_id in queued | self._queued_nodes:
+            self._updates.async_notify(node_id, KEY_QUEUED_INTENTS)
+        self._queued_nodes = queued
+        self._stats_changed()
+        for node_id in queued:
             if node_id not in self._watching:
                 self._watching[node_id] = self._updates.async_listen(
                     node_id, KEY_LAST_SEEN, self._live_message_callback(node_id)
@@ -381,6 +404,8 @@ class NodeControl:
     @callback
     def _intent_failed(self, intent: QueuedIntent, reason: str, error: str) -> None:
         """A queued intent that never got an answer (expired, or could not be sent)."""
+        self.intents_failed += 1
+        self._stats_changed()
         self.hass.bus.async_fire(
             EVENT_COMMAND_FAILED,
             {
@@ -439,6 +464,10 @@ class NodeControl:
     def handle_response(self, node_id: str, data: dict[str, Any]) -> None:
         """A validated, live response/command from the node."""
         self.manager.handle_response(node_id, data)
+
+    def queued(self, node_id: str | None = None) -> int:
+        """Intents waiting in the offline queue (of one node, or of the whole home)."""
+        return len(self.queue) if node_id is None else len(self.queue.pending(node_id))
 
     def handle_invalid_response(self, node_id: str, payload: dict[str, Any], reason: str) -> bool:
         """A live response/command the schema rejects; True when it ended a waiting command."""

@@ -48,11 +48,14 @@ async def async_get_config_entry_diagnostics(
                         key: {"unit": spec.unit, "value": node.values.get(key)}
                         for key, spec in node.metrics.items()
                     },
+                    "queued_intents": data.control.queued(node.node_id),
                 }
                 for node in data.nodes.values()
             },
             # Commands waiting for confirmation and the offline queue (docs/architecture.md §6).
             "control": data.control.diagnostics(),
+            # What the home's statistics sensors show (and the raw message count).
+            "statistics": data.stats.as_dict(),
             # Firmware bundle on offer and updates in progress (firmware.py; no tokens).
             "firmware_updates": data.firmware.diagnostics(),
         }

@@ -32,6 +32,7 @@ from .homesync.protocol import (
     truncate,
 )
 from .homesync.ratelimit import RateLimitedLogger
+from .homesync.stats import MessageStats
 from .nodes import NodeData, NodeRegistry
 from .outputs import NodeOutputs
 from .updates import Updates
@@ -53,6 +54,7 @@ class HomeSyncHub:
         outputs: NodeOutputs,
         control: NodeControl,
         schedule_save: Callable[[], None],
+        messages: MessageStats | None = None,
         on_ota_response: Callable[[str, dict[str, Any]], None],
     ) -> None:
         """Route the messages of `home_id` to the parts of the home."""
@@ -64,6 +66,8 @@ class HomeSyncHub:
         self._outputs = outputs
         self._control = control
         self._schedule_save = schedule_save
+        # Two counters per message, nothing else (the home's statistics sample them).
+        self._messages = MessageStats() if messages is None else messages
         self._on_ota_response = on_ota_response
         self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
@@ -121,20 +125,25 @@ class HomeSyncHub:
 
     @callback
     def _async_on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        messages = self._messages
         try:
             topic = parse_topic(msg.topic)
         except ProtocolError as err:
+            messages.received += 1
+            messages.rejected += 1
             self._warn.warning(err.kind, "Ignoring message on %s: %s", msg.topic, err)
             return
         if topic.home_id != self.home_id or topic.category is Category.COMMAND:
             # Commands are what we (or another controller) send; they come back to us
             # through the wildcard subscription and are not the node speaking.
             return
+        messages.received += 1
         payload: dict[str, Any] | None = None
         try:
             payload = decode_payload(msg.payload)
             self._route(topic, payload, retained=msg.retain)
         except ProtocolError as err:
+            messages.rejected += 1
             if (
                 payload is not None
                 and topic.category is Category.RESPONSE

@@ -37,11 +37,13 @@ from .const import (
 )
 from .control import NodeControl
 from .firmware import FirmwareUpdates
+from .homesync.stats import MessageStats
 from .homesync.tracker import TrackerSettings
 from .hub import HomeSyncHub
 from .nodes import NodeRegistry
 from .outputs import NodeOutputs
 from .stale import DAY, StaleNodeMonitor
+from .stats import HomeStatistics
 from .storage import NodeStorage, collect, restore
 from .updates import Updates
 
@@ -116,6 +118,7 @@ class HomeSyncRuntimeData:
     control: NodeControl  # commands, confirmations, offline queue
     storage: NodeStorage  # the Store of the home
     stale: StaleNodeMonitor  # repair issues for nodes silent for days
+    stats: HomeStatistics  # command and message counters (sensors, diagnostics)
     hub: HomeSyncHub  # subscription and routing
     firmware: FirmwareUpdates  # the bundle on offer, update jobs and their queue
 
@@ -131,6 +134,7 @@ class HomeSyncRuntimeData:
         self.nodes.async_register_devices()
         self.availability.async_start()
         self.stale.async_start()
+        self.stats.async_start()
         await self.firmware.async_start()
         await self.hub.async_start()
 
@@ -138,6 +142,7 @@ class HomeSyncRuntimeData:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
         self.hub.async_stop()
         self.stale.async_stop()
+        self.stats.async_stop()
         self.firmware.async_stop()
         self.availability.async_stop()
         self.control.stop()
@@ -208,6 +213,10 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         device_id=nodes.device_id,
         schedule_save=storage.schedule_save,
         spawn=spawn,
+        stats_changed=lambda: stats.async_commands_changed(),
+    )
+    stats = HomeStatistics(
+        hass, messages=MessageStats(), control=lambda: control, clock=now, updates=updates
     )
 
     def last_seen(node_id: str) -> float | None:
@@ -244,6 +253,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         outputs=outputs,
         control=control,
         schedule_save=storage.schedule_save,
+        messages=stats.messages,
         on_ota_response=firmware.handle_response,
     )
     return HomeSyncRuntimeData(
@@ -256,6 +266,7 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         control=control,
         storage=storage,
         stale=stale,
+        stats=stats,
         hub=hub,
         firmware=firmware,
     )

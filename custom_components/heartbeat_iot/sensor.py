@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from homeassistant.components.sensor import (
     RestoreSensor,
@@ -19,7 +20,19 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
-from .const import HUB, KEY_LAST_SEEN, KEY_METRIC_ADDED
+from .const import (
+    HUB,
+    KEY_LAST_SEEN,
+    KEY_METRIC_ADDED,
+    KEY_QUEUED_INTENTS,
+    STAT_COMMANDS_CONFIRMED,
+    STAT_COMMANDS_FAILED,
+    STAT_COMMANDS_PENDING,
+    STAT_COMMANDS_SENT,
+    STAT_INTENTS_QUEUED,
+    STAT_MESSAGES_PER_MINUTE,
+    STAT_MESSAGES_REJECTED,
+)
 from .entity import HomeSyncHubEntity, HomeSyncNodeEntity, async_add_node_entities
 from .homesync.protocol import METRICS, MetricSpec
 from .homesync.tracker import NodeStatus
@@ -59,6 +72,10 @@ async def async_setup_entry(
         lambda node_id: [HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS],
     )
     async_add_entities(FleetSensor(data, desc) for desc in FLEET_SENSORS)
+    async_add_entities(StatsSensor(data, desc) for desc in STATS_SENSORS)
+    async_add_node_entities(
+        entry, async_add_entities, lambda node_id: [QueuedIntentsSensor(data, node_id)]
+    )
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -117,11 +134,16 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
 )
 
 
-class HealthSensor(HomeSyncNodeEntity, SensorEntity):
-    """Last seen / last boot / reboots / link quality of a node (available while it is offline)."""
+class HealthSensor(HomeSyncNodeEntity, RestoreSensor):
+    """Last seen / last boot / reboots / link quality of a node (available while it is offline).
+
+    Until the tracker knows a value again after a restart (link quality needs two heartbeats),
+    the sensor shows the value it had: nothing that was known passes through `unknown`.
+    """
 
     entity_description: HealthSensorDescription
     _requires_online = False
+    _restored: StateType | date | datetime | Decimal = None
 
     def __init__(
         self, data: HomeSyncRuntimeData, node_id: str, description: HealthSensorDescription
@@ -130,11 +152,21 @@ class HealthSensor(HomeSyncNodeEntity, SensorEntity):
         super().__init__(data, node_id, description.key)
         self.entity_description = description
 
+    async def async_added_to_hass(self) -> None:
+        """Remember the value shown before the restart, as a fallback."""
+        await super().async_added_to_hass()
+        if (last := await self.async_get_last_sensor_data()) is not None:
+            self._restored = last.native_value
+
     @property
-    def native_value(self) -> StateType | datetime:
-        """Computed from the tracker on each write."""
+    def native_value(self) -> StateType | date | datetime | Decimal:
+        """Computed from the tracker on each write (the restored value until it knows)."""
         status = self.data.availability.status(self.node_id)
-        return None if status is None else self.entity_description.value_fn(status)
+        value = None if status is None else self.entity_description.value_fn(status)
+        if value is None:
+            return self._restored
+        self._restored = None  # known again: never fall back to an old value later
+        return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,3 +261,78 @@ class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
         self._attr_native_value = value
         self._unmeasured = unmeasured
         self.async_write_changed()
+
+
+# --- the home's statistics (issue 10: what the seeds' status endpoints showed) ----------------
+
+_TOTAL = SensorStateClass.TOTAL_INCREASING
+_NOW = SensorStateClass.MEASUREMENT
+STATS_SENSORS: tuple[SensorEntityDescription, ...] = (
+    SensorEntityDescription(
+        key=STAT_COMMANDS_SENT, translation_key=STAT_COMMANDS_SENT, state_class=_TOTAL
+    ),
+    SensorEntityDescription(
+        key=STAT_COMMANDS_CONFIRMED, translation_key=STAT_COMMANDS_CONFIRMED, state_class=_TOTAL
+    ),
+    SensorEntityDescription(
+        key=STAT_COMMANDS_FAILED, translation_key=STAT_COMMANDS_FAILED, state_class=_TOTAL
+    ),
+    SensorEntityDescription(
+        key=STAT_COMMANDS_PENDING, translation_key=STAT_COMMANDS_PENDING, state_class=_NOW
+    ),
+    SensorEntityDescription(
+        key=STAT_INTENTS_QUEUED, translation_key=STAT_INTENTS_QUEUED, state_class=_NOW
+    ),
+    SensorEntityDescription(
+        key=STAT_MESSAGES_PER_MINUTE,
+        translation_key=STAT_MESSAGES_PER_MINUTE,
+        native_unit_of_measurement="messages/min",
+        state_class=_NOW,
+        suggested_display_precision=0,
+    ),
+    SensorEntityDescription(
+        key=STAT_MESSAGES_REJECTED, translation_key=STAT_MESSAGES_REJECTED, state_class=_TOTAL
+    ),
+)
+
+
+class StatsSensor(HomeSyncHubEntity, SensorEntity):
+    """One statistic of the home; written only when the value it shows changed."""
+
+    def __init__(self, data: HomeSyncRuntimeData, description: SensorEntityDescription) -> None:
+        """One counter of stats.HomeStatistics (notified on (HUB, key))."""
+        super().__init__(data, description.key)
+        self.entity_description = description
+
+    @property
+    def native_value(self) -> float | int | None:
+        """Read from the home's statistics (O(1))."""
+        return self.data.stats.value(self.key)
+
+    async def async_added_to_hass(self) -> None:
+        """Remember what the first write showed: the base filter writes only what changed."""
+        await super().async_added_to_hass()
+        self._last_shown = self._shown()
+
+
+class QueuedIntentsSensor(HomeSyncNodeEntity, SensorEntity):
+    """How many commands wait in the offline queue for this node (diagnostic)."""
+
+    _requires_online = False  # most interesting precisely while the node is offline
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_state_class = SensorStateClass.MEASUREMENT
+    _attr_translation_key = KEY_QUEUED_INTENTS
+
+    def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
+        """Notified on (node_id, KEY_QUEUED_INTENTS) when the queue changes."""
+        super().__init__(data, node_id, KEY_QUEUED_INTENTS)
+
+    @property
+    def native_value(self) -> int:
+        """Counted in the (small) offline queue."""
+        return self.data.control.queued(self.node_id)
+
+    async def async_added_to_hass(self) -> None:
+        """Remember what the first write showed: the base filter writes only what changed."""
+        await super().async_added_to_hass()
+        self._last_shown = self._shown()

@@ -230,8 +230,12 @@ class CommandManager:
         max_pending: int = 16,
         command_ttl: int = 30,
         new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        """Create a manager; nothing is scheduled until `send`."""
+        """Create a manager; nothing is scheduled until `send`.
+
+        `on_change` runs (synchronously) whenever `stats` or `in_flight` changed.
+        """
         if not is_valid_id(home_id):
             raise ProtocolError("bad_id", f"invalid home id {home_id!r}")
         _check_timing(timeout, retries)
@@ -246,6 +250,7 @@ class CommandManager:
         self._max_pending = max_pending
         self._command_ttl = command_ttl
         self._new_request_id = new_request_id
+        self._on_change = on_change
         # request_id → command; exactly one waiter (the send() that created it) per id.
         self._pending: dict[str, _Pending] = {}
         self.stats = CommandStats()
@@ -319,6 +324,7 @@ class CommandManager:
         )
         self._pending[request_id] = entry
         self.stats.sent += 1
+        self._on_change()
         try:
             publish_error = await self._attempts(entry, topic, payload, timeout, retries)
             result = self._result(entry, publish_error)
@@ -331,6 +337,7 @@ class CommandManager:
             del self._pending[request_id]
             # Nobody else waits on the future; cancelling makes later answers inert.
             entry.future.cancel()
+            self._on_change()
 
     async def _attempts(
         self, entry: _Pending, topic: str, payload: str, wait: float, retries: int
