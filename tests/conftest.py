@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 import json
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,13 @@ def auto_enable_custom_integrations(
     inside the installed test harness.
     """
     hass.config.config_dir = str(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def no_repo_bundles(tmp_path: Path) -> Iterator[None]:
+    """Firmware bundles a developer built in firmware/dist must not change what tests see."""
+    with patch("custom_components.heartbeat_iot.firmware.REPO_DIST", tmp_path / "no-dist"):
+        yield
 
 
 @pytest.fixture

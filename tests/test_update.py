@@ -7,12 +7,11 @@ real node under MicroPython, a real broker and Home Assistant's real HTTP server
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 from homeassistant.components.update import (
     ATTR_IN_PROGRESS,
@@ -40,6 +39,7 @@ from custom_components.heartbeat_iot.const import (
     DOMAIN,
 )
 from custom_components.heartbeat_iot.homesync import firmware as fw
+from custom_components.heartbeat_iot.models import HomeSyncOptions
 
 from .command_helpers import advance, settle, start as start_task
 from .conftest import HOME, publish, topic
@@ -153,13 +153,6 @@ def install(hass: HomeAssistant, node: str) -> asyncio.Task[Any]:
 
 def ota(hass: HomeAssistant, node: str, rid: str, status: str, **extra: Any) -> None:
     publish(hass, node, "response", "ota", {"request_id": rid, "status": status, **extra})
-
-
-@pytest.fixture(autouse=True)
-def no_repo_bundles(tmp_path: Path) -> Iterator[None]:
-    """Bundles a developer built in firmware/dist must not leak into these tests."""
-    with patch("custom_components.heartbeat_iot.firmware.REPO_DIST", tmp_path / "none"):
-        yield
 
 
 # --------------------------------------------------------------------------- the entity
@@ -524,9 +517,9 @@ async def test_options_flow_sets_parallel_updates_and_bundle_path(
     await settle()
     assert entry.options[CONF_MAX_PARALLEL_UPDATES] == 3
     assert entry.options[CONF_FIRMWARE_PATH] == "/x/y"
-    data = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
-    assert data.options.max_parallel_updates == 3
-    assert data.options.firmware_path == "/x/y"
+    parsed = HomeSyncOptions.from_options(entry.options)  # what the reloaded entry runs with
+    assert parsed.max_parallel_updates == 3
+    assert parsed.firmware_path == "/x/y"
     result = await hass.config_entries.options.async_init(entry.entry_id)
     user_input = {**DEFAULT_OPTIONS, CONF_MAX_PARALLEL_UPDATES: 3}
     await hass.config_entries.options.async_configure(result["flow_id"], user_input)
