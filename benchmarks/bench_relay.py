@@ -27,14 +27,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-import importlib.util
 import json
 from pathlib import Path
 import socket
 from statistics import median
 import threading
 import time
-from types import ModuleType
 from typing import Any
 import uuid
 
@@ -50,6 +48,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
+from devstack.firmware import load_test_harness
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = "bench"
@@ -60,18 +59,7 @@ GAP_MS = 20.0
 COMMAND = ".venv/bin/python -m pytest benchmarks/bench_relay.py -q -s -p no:cacheprovider"
 
 
-def _load_harness() -> ModuleType:
-    """The firmware tests' broker and node harness, loaded by path (as tests/e2e does)."""
-    path = ROOT / "firmware" / "tests" / "harness.py"
-    spec = importlib.util.spec_from_file_location("_heartbeat_iot_bench_harness", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_test_harness()
 # The firmware remembers every request id of the last 120 s (exactly-once) and answers "busy"
 # beyond `request_memory` (default 256) of them; this benchmark sends ~3 000 commands in a few
 # minutes, so the node remembers up to 4 096. Under MicroPython's bounded heap the node then

@@ -10,10 +10,12 @@ confirms the new version (docs/protocol.md, "Firmware updates").
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 import subprocess
 import sys
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,3 +39,18 @@ def build_bundle(config_dir: Path) -> dict[str, Any]:
         raise RuntimeError(f"building the firmware bundle failed: {proc.stderr.strip()}")
     info: dict[str, Any] = json.loads(proc.stdout)
     return info
+
+
+def load_test_harness() -> ModuleType:
+    """The firmware tests' broker/node/peer harness (``firmware/tests/harness.py``), by path.
+
+    Importing it as ``firmware.tests.harness`` would run ``firmware/__init__.py``, which puts
+    the firmware folder (``main.py``, ``boot.py`` ...) at the front of the caller's sys.path.
+    """
+    path = REPO / "firmware" / "tests" / "harness.py"
+    spec = importlib.util.spec_from_file_location("_heartbeat_iot_firmware_harness", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -27,13 +27,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-import importlib.util
 import json
 import os
 from pathlib import Path
 import threading
 import time
-from types import ModuleType
 from typing import Any
 import uuid
 
@@ -59,6 +57,7 @@ from custom_components.heartbeat_iot.const import (
     MANUFACTURER,
 )
 from devstack import rabbitmq
+from devstack.firmware import load_test_harness
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "plug1"
@@ -70,22 +69,7 @@ KEEPALIVE_S = 4  # the node's MQTT keep-alive: the broker drops a silent client 
 BROKERS = ["mosquitto", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
 
 
-def _load_harness() -> ModuleType:
-    """The firmware tests' broker/node/peer harness, loaded by path.
-
-    Importing it as ``firmware.tests.harness`` would run ``firmware/__init__.py``, which puts
-    the firmware folder (``main.py``, ``boot.py`` ...) at the front of this process's sys.path.
-    """
-    path = REPO / "firmware" / "tests" / "harness.py"
-    spec = importlib.util.spec_from_file_location("_heartbeat_iot_e2e_harness", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_test_harness()
 RUNTIME = "micropython" if os.access(harness.MICROPYTHON, os.X_OK) else "cpython"
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-import importlib.util
 from pathlib import Path
 import socket
 import time
-from types import ModuleType
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -24,21 +22,12 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
+from devstack.firmware import load_test_harness
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_harness() -> ModuleType:
-    path = REPO / "firmware" / "tests" / "harness.py"
-    spec = importlib.util.spec_from_file_location("_heartbeat_iot_nodelay_harness", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _load_harness()
+harness = load_test_harness()
 
 
 @pytest.fixture
