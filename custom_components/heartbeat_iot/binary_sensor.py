@@ -83,6 +83,9 @@ class FlappingSensor(HomeSyncNodeEntity, BinarySensorEntity):
     _attr_entity_category = EntityCategory.DIAGNOSTIC
     _attr_translation_key = "flapping"
     _requires_online = False
+    # Off by default (issue 14: ~20 KB of RSS per enabled entity and node): the availability
+    # event entity's `flapping` events tell when a node starts flapping.
+    _attr_entity_registry_enabled_default = False
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Flapping flag of one node."""
