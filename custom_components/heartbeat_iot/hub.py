@@ -206,15 +206,15 @@ class HomeSyncHub:
             self._on_ota_response(node_id, data)  # firmware updates (firmware.py)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
-        if name == "relay":
-            self._outputs.async_set_relay(node.node_id, data["state"])
-        elif name == "led":
-            self._outputs.async_set_led(node.node_id, data["state"], reported=True)
-        elif name == "heartbeat":
+        if name == "heartbeat":  # first: nearly every status message is one
             if (relay := data.get("relay")) is not None:
                 self._outputs.async_set_relay(node.node_id, relay)
             if (led := data.get("led")) is not None:
                 self._outputs.async_set_led(node.node_id, led, reported=True)
+        elif name == "relay":
+            self._outputs.async_set_relay(node.node_id, data["state"])
+        elif name == "led":
+            self._outputs.async_set_led(node.node_id, data["state"], reported=True)
         elif name == "firmware":
             self._nodes.async_set_firmware(node, data["version"])
         elif name == "online" and (firmware := data.get("firmware")):
