@@ -185,11 +185,12 @@ class HomeSyncHub:
             return
         _, node_id, category, name = topic
         nodes = self._nodes
+        node = nodes.find(node_id)
         reading = None
         if category is _TELEMETRY or (category is _STATUS and name == "rssi"):
             # Units and conversion overflow are checked before discovery too.
-            reading = nodes.reading(node_id, name, data)
-        if (node := nodes.async_discover(node_id)) is None:
+            reading = nodes.reading(node_id, name, data, node)
+        if node is None and (node := nodes.async_discover(node_id)) is None:
             return
         # Availability first, so entities written below already see the node online.
         self._availability.async_on_message(topic, data, retained=retained)
