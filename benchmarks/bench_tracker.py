@@ -371,7 +371,8 @@ def variants() -> list[Variant]:
         Variant("loop", "harness loop only (subtract from the rows below)", pass_loop_only),
         Variant(
             "hb",
-            f"**tracker.on_heartbeat**, one timer on {COALESCE:g} s boundaries (as hub.py)",
+            f"**tracker.on_heartbeat** (the full path; table 4 has the quiet one), one timer on "
+            f"{COALESCE:g} s boundaries (as hub.py)",
             lambda s: pass_tracker(s, heartbeat=True, fire_at=_fire_coalesced),
         ),
         Variant(
