@@ -11,7 +11,6 @@ A dict lookup per notification keeps the per-message cost O(1). See docs/archite
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from homeassistant.core import CALLBACK_TYPE, callback
 
@@ -29,24 +28,41 @@ class Updates:
     def async_listen(self, node_id: str, key: str, listener: Listener) -> CALLBACK_TYPE:
         """Call `listener` after each change of (node_id, key); returns the remover.
 
-        Every entity listens twice, so with 1 000 nodes this runs ~25 000 times: the remover
-        is a `partial` of one method (~130 bytes), not a closure with five cells (~350).
+        Every entity listens two to four times, so with 1 000 nodes this runs ~23 000 times:
+        the remover is a slotted object (56 bytes), not a `partial` of a bound method (~260
+        bytes measured with tracemalloc, issue 14) or a closure.
         """
         pair = (node_id, key)
         self._listeners.setdefault(pair, []).append(listener)
-        return partial(self._async_unlisten, pair, listener)
-
-    @callback
-    def _async_unlisten(self, pair: tuple[str, str], listener: Listener) -> None:
-        listeners = self._listeners.get(pair)
-        if listeners is None:
-            return
-        listeners.remove(listener)
-        if not listeners:
-            del self._listeners[pair]
+        return _Remover(self._listeners, pair, listener)
 
     @callback
     def async_notify(self, node_id: str, key: str) -> None:
         """Tell the listeners of (node_id, key) that what they show may have changed."""
         for listener in self._listeners.get((node_id, key), ()):
             listener()
+
+
+class _Remover:
+    """Removes one listener (what `Updates.async_listen` returns)."""
+
+    __slots__ = ("_listener", "_listeners", "_pair")
+
+    def __init__(
+        self,
+        listeners: dict[tuple[str, str], list[Listener]],
+        pair: tuple[str, str],
+        listener: Listener,
+    ) -> None:
+        self._listeners = listeners
+        self._pair = pair
+        self._listener = listener
+
+    def __call__(self) -> None:
+        """Forget the listener (again: nothing)."""
+        listeners = self._listeners.get(self._pair)
+        if listeners is None or self._listener not in listeners:
+            return
+        listeners.remove(self._listener)
+        if not listeners:
+            del self._listeners[self._pair]
