@@ -14,6 +14,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.heartbeat_iot.const import DOMAIN
+from custom_components.heartbeat_iot.updates import Updates
 
 from .command_helpers import go_online
 from .conftest import HOME, publish
@@ -179,3 +180,51 @@ async def test_stored_readings_that_are_garbage_are_skipped(
     go_online(hass)
     await hass.async_block_till_done()
     assert _state(hass, "power").state == STATE_UNKNOWN
+
+
+def test_a_listener_is_removed_once_and_removing_again_is_harmless() -> None:
+    """The lean remover (a slotted object instead of a partial) keeps the remover contract."""
+    updates = Updates()
+    heard: list[str] = []
+    first = updates.async_listen("plug", "power", lambda: heard.append("first"))
+    second = updates.async_listen("plug", "power", lambda: heard.append("second"))
+    updates.async_notify("plug", "power")
+    assert heard == ["first", "second"]
+
+    first()
+    first()  # again: nothing (the other listener stays)
+    updates.async_notify("plug", "power")
+    assert heard == ["first", "second", "second"]
+
+    second()
+    second()  # the pair is gone: nothing
+    updates.async_notify("plug", "power")
+    assert heard == ["first", "second", "second"]
+
+
+async def test_a_disabled_entity_is_skipped_at_start_and_back_once_enabled(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """Disabled entities are not built at start (issue 14); enabling one brings it back."""
+    go_online(hass)
+    publish(hass, "plug", "telemetry", "power", {"value": 5})
+    await hass.async_block_till_done()
+    registry = er.async_get(hass)
+    relay = registry.async_get_entity_id("switch", DOMAIN, f"{HOME}_plug_relay")
+    power = registry.async_get_entity_id("sensor", DOMAIN, f"{HOME}_plug_power")
+    assert relay is not None
+    assert power is not None
+    registry.async_update_entity(relay, disabled_by=er.RegistryEntryDisabler.USER)
+    registry.async_update_entity(power, disabled_by=er.RegistryEntryDisabler.USER)
+    await _restart(hass, loaded_entry)
+    assert hass.states.get(relay) is None
+    assert hass.states.get(power) is None
+    assert hass.states.get(relay.replace("relay", "status_led")) is not None
+
+    registry.async_update_entity(relay, disabled_by=None)
+    registry.async_update_entity(power, disabled_by=None)
+    await _restart(hass, loaded_entry)
+    go_online(hass, seq=2)
+    await hass.async_block_till_done()
+    assert hass.states.get(relay) is not None
+    assert float(_state(hass, "power").state) == 5

@@ -8,7 +8,7 @@ from homeassistant.components.binary_sensor import (
     BinarySensorDeviceClass,
     BinarySensorEntity,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
@@ -30,8 +30,10 @@ async def async_setup_entry(
     async_add_entities([FleetDegradedSensor(data)])
 
     async_add_node_entities(
+        hass,
         entry,
         async_add_entities,
+        Platform.BINARY_SENSOR,
         lambda node_id: [ConnectivitySensor(data, node_id), FlappingSensor(data, node_id)],
     )
 

@@ -17,7 +17,7 @@ from homeassistant.components.sensor import (
     SensorExtraStoredData,
     SensorStateClass,
 )
-from homeassistant.const import PERCENTAGE, EntityCategory
+from homeassistant.const import PERCENTAGE, EntityCategory, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import restore_state
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -53,10 +53,23 @@ async def async_setup_entry(
 ) -> None:
     """Create sensors for known metrics now and for new ones as they first report."""
     data = entry.runtime_data
+
+    def node_sensors(node_id: str) -> list[HomeSyncNodeEntity]:
+        # A node discovered now has no metric yet: each comes with metric_added below.
+        metrics = data.nodes[node_id].metrics.values()
+        return [
+            *(MetricSensor(data, node_id, spec) for spec in metrics),
+            *(HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS),
+            QueuedIntentsSensor(data, node_id),
+        ]
+
+    # Every node's sensors in one call at start (one task, disabled ones skipped).
+    async_add_node_entities(hass, entry, async_add_entities, Platform.SENSOR, node_sensors)
     async_add_entities(
-        MetricSensor(data, node.node_id, spec)
-        for node in data.nodes.values()
-        for spec in node.metrics.values()
+        [
+            *(FleetSensor(data, desc) for desc in FLEET_SENSORS),
+            *(StatsSensor(data, desc) for desc in STATS_SENSORS),
+        ]
     )
 
     @callback
@@ -69,17 +82,6 @@ async def async_setup_entry(
             async_add_entities([MetricSensor(data, node_id, node.metrics[key])])
 
     entry.async_on_unload(data.updates.async_listen(HUB, KEY_METRIC_ADDED, metric_added))
-
-    async_add_node_entities(
-        entry,
-        async_add_entities,
-        lambda node_id: [HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS],
-    )
-    async_add_entities(FleetSensor(data, desc) for desc in FLEET_SENSORS)
-    async_add_entities(StatsSensor(data, desc) for desc in STATS_SENSORS)
-    async_add_node_entities(
-        entry, async_add_entities, lambda node_id: [QueuedIntentsSensor(data, node_id)]
-    )
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -276,11 +278,9 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
     """
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str, spec: MetricSpec) -> None:
-        """Describe the sensor from the metric catalogue; show the stored reading at once."""
+        """Describe the sensor from the metric catalogue."""
         super().__init__(data, node_id, spec.key)
         self.entity_description = _metric_description(spec)
-        self._attr_native_value = data.nodes[node_id].values.get(spec.key)
-        self._unmeasured = data.nodes[node_id].unmeasured.get(spec.key)
 
     async def async_added_to_hass(self) -> None:
         """No stored reading (a store from before issue 14): Home Assistant's cache has it."""
@@ -289,23 +289,28 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
         if self.key in values:
             return
         if (last := _cached_reading(self.hass, self.entity_id)) is not None:
-            # Into the node's readings too, so the home's store keeps it from now on.
-            values[self.key] = self._attr_native_value = last
+            # Into the node's readings, so the home's store keeps it from now on.
+            values[self.key] = last
+
+    # The reading and its reason are read from the node registry (their one owner), not
+    # copied into the entity: no per-sensor copy, and a plain property is not cached in the
+    # instance either (HA caches `native_value` per instance otherwise).
+    @property
+    def native_value(self) -> float | None:
+        """The node's last reading of this metric (stored across restarts)."""
+        node = self.data.nodes.get(self.node_id)
+        return None if node is None else node.values.get(self.key)
 
     @property
     def extra_state_attributes(self) -> dict[str, str] | None:
         """Why there is no reading, while the meter cannot measure it (e.g. below_range)."""
-        return None if self._unmeasured is None else {"reason": self._unmeasured}
+        node = self.data.nodes.get(self.node_id)
+        reason = None if node is None else node.unmeasured.get(self.key)
+        return None if reason is None else {"reason": reason}
 
     @callback
     def _handle_update(self) -> None:
-        """A new reading (the registry only notifies changed values): the fast path."""
-        node = self.data.nodes[self.node_id]
-        value, unmeasured = node.values.get(self.key), node.unmeasured.get(self.key)
-        if value == self._attr_native_value and unmeasured == self._unmeasured:
-            return  # e.g. the restored reading arriving again after a restart
-        self._attr_native_value = value
-        self._unmeasured = unmeasured
+        """A new reading: the registry only notifies changed values, so write (fast path)."""
         self.async_write_changed()
 
 
