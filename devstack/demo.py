@@ -89,8 +89,8 @@ class Scenario:
     def story(self) -> list[str]:
         """What the user will see, for the banner."""
         return [
-            f"  ~20 s  {self.flap} starts flapping (Wi-Fi up 20 s / down 8 s): flagged as flapping",
-            f"  ~45 s  {self.reboot} reboots, then every 3 min: Reboots counter, rebooted event",
+            f"  ~20 s  {self.flap} starts flapping (Wi-Fi up 20 s / down 8 s): a flapping event",
+            f"  ~45 s  {self.reboot} reboots, then every 3 min: a rebooted event",
             f"  ~60 s  {self.freeze} freezes, watchdog off: its TCP session and pings stay up,",
             "         no will is sent, and it goes offline ~30 s later (reason: timeout)",
             f"  ~80 s  {self.wifi} loses Wi-Fi for 25 s: offline within ~2 s (its will), then back",

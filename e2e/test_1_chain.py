@@ -209,7 +209,7 @@ def test_broker_killed_and_restarted(system: System) -> None:
     assert events == [], f"offline events during a broker outage: {events}"
 
 
-RESTART_KEYS = ("relay", "connectivity", "link_quality", "energy")
+RESTART_KEYS = ("relay", "connectivity", "power", "energy")
 RESTART_TIMEOUT_S = 120
 BLANK = ("unknown", "unavailable")
 
@@ -265,9 +265,10 @@ def test_after_home_assistant_restart_every_node_is_back(
 def test_values_right_after_home_assistant_restart(restarted: dict[str, Any]) -> None:
     """Right after start the node's values are there: no ``unknown`` that later flips.
 
-    Relay and connectivity show what they showed before the restart (the node stayed on); link
-    quality and energy have a value. The recorder's history since the restart must not start
-    with ``unknown``/``unavailable`` either (a flip would fire "turned on" automations).
+    Relay and connectivity show what they showed before the restart (the node stayed on); power
+    and energy have a value (the home's store keeps the last readings). The recorder's history
+    since the restart must not start with ``unknown``/``unavailable`` either (a flip would fire
+    "turned on" automations).
     """
     first, before = restarted["first"], restarted["before"]
     relay, connectivity = restarted["ids"][:2]

@@ -214,6 +214,7 @@ async def test_broker_outage_declares_nobody_offline(
     assert [e.data["node_id"] for e in offline] == ["quiet"]
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_flapping_node_is_damped(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:
@@ -253,6 +254,7 @@ async def test_flapping_node_is_damped(
     assert len(online) == 3
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_reboot_is_detected_from_seq_reset(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:
@@ -270,6 +272,7 @@ async def test_reboot_is_detected_from_seq_reset(
     assert connectivity(hass, "plug") == STATE_ON
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_link_quality_from_seq_gaps(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:

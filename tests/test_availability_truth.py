@@ -174,6 +174,7 @@ async def test_start_after_a_long_stop_raises_no_false_alarm(
 # ---------------------------------------------------------------- issue 16 #8
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_forged_will_contradicted_at_once_is_recorded_and_never_flaps(
     hass: HomeAssistant,
     loaded_entry: MockConfigEntry,

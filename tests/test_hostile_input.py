@@ -126,6 +126,7 @@ async def test_absurd_numbers_are_refused_and_diagnostics_still_download(
     assert data["nodes"][NODE]["availability"]["state"] == "online"
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_absurd_stored_timestamps_do_not_break_anything(
     hass: HomeAssistant,
     setup_entry: Any,

@@ -481,3 +481,40 @@ async def test_setup_retries_without_mqtt(hass: HomeAssistant, entry: MockConfig
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.SETUP_RETRY
+
+
+async def test_parsed_topics_are_kept_bounded_and_commands_stay_ignored(
+    hass: HomeAssistant, mqtt_mock: Any
+) -> None:
+    """Parsed topics are reused (issue 14), never more than the cap, and only routed ones.
+
+    A command echo must stay ignored and uncounted however often it comes back, and invented
+    topics (here: names, on nodes over the cap) never grow the cache past its bound.
+    """
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={"home_id": HOME},
+        options={**DEFAULT_OPTIONS, CONF_MAX_NODES: 2},
+        unique_id=HOME,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    data = entry.runtime_data
+    for _ in range(2):
+        publish(hass, "plug9", "command", "relay", {"action": "on", "request_id": "r1"})
+    await hass.async_block_till_done()
+    assert data.nodes == {}
+    assert data.stats.messages.received == 0
+    for _ in range(2):
+        publish(hass, "plug1", "telemetry", "power", {"value": 1.5})
+        await hass.async_block_till_done()
+    assert data.nodes["plug1"].values == {"power": 1.5}
+    publish(hass, "plug1", "telemetry", "power", {"value": 2.5})
+    await hass.async_block_till_done()
+    assert state_of(hass, "plug1", "power").state == "2.5"
+    cap = 16 * 2 + 16  # hub.TOPICS_PER_NODE per node the home may have, plus one node's worth
+    for i in range(3 * cap):
+        publish(hass, f"x{i}", "status", "online", {"online": True})
+    await hass.async_block_till_done()
+    assert len(data.hub._topics) <= cap
+    assert data.stats.messages.received == 3 + 3 * cap

@@ -361,7 +361,13 @@ CLAIM_CHECKS = {
         for name, text in src.items()
         if name in {"sensor.py", "binary_sensor.py", "switch.py", "event.py"}
     ),
-    "has-entity-name": lambda src: "_attr_has_entity_name = True" in src["entity.py"],
+    # As a class attribute, or as a plain property (entity.py: saves an instance slot, issue 14).
+    "has-entity-name": lambda src: "_attr_has_entity_name = True" in src["entity.py"]
+    or re.search(
+        r"def has_entity_name\(self\) -> bool:\n(?:\s+\"\"\".*\"\"\"\n)?\s+return True\n",
+        src["entity.py"],
+    )
+    is not None,
     "action-setup": lambda src: "services.py" not in src
     or "async_setup_services" in src["__init__.py"].split("async def async_setup_entry")[0],
 }

@@ -17,6 +17,7 @@ from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNKNOWN
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_state_change_event
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from .command_helpers import NODE, entity_id, go_online, relay_status, state
@@ -111,6 +112,7 @@ async def test_restart_never_passes_known_state_through_unknown(
     assert (state(hass), state(hass, "led")) == (STATE_ON, STATE_OFF)
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_restart_keeps_link_quality_until_the_tracker_knows_again(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:

@@ -128,6 +128,7 @@ async def test_command_counters(
     assert home_stat(hass, "commands_failed") == "2"
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")  # off by default (issue 14)
 async def test_queued_intents_per_home_and_per_node(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
 ) -> None:

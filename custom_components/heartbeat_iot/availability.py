@@ -239,6 +239,21 @@ class AvailabilityMonitor:
     def async_on_message(self, topic: Topic, data: dict[str, Any], *, retained: bool) -> None:
         """A validated message of a known node: online/heartbeat carry more than liveness."""
         node_id = topic.node_id
+        tracker = self.tracker
+        # The common case first (docs/architecture.md, one message): a live message of an
+        # online node that only proves it alive. The tracker's quiet paths push no deadline,
+        # so an armed timer (or the slices, which re-arm it) stays right: nothing to apply.
+        if not retained and (self._timer is not None or self._drain is not None):
+            if topic.category is not Category.STATUS:
+                if tracker.try_quiet_message(node_id):
+                    return
+            elif topic.name == "heartbeat":
+                if tracker.try_quiet_heartbeat(
+                    node_id, seq=data["seq"], uptime=data["uptime"], interval=data.get("interval")
+                ):
+                    return
+            elif topic.name != "online" and tracker.try_quiet_message(node_id):
+                return
         if topic.category is Category.STATUS and topic.name == "online":
             outcome = self.tracker.on_online_status(
                 node_id,

@@ -8,7 +8,7 @@ from homeassistant.components.binary_sensor import (
     BinarySensorDeviceClass,
     BinarySensorEntity,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
@@ -30,8 +30,10 @@ async def async_setup_entry(
     async_add_entities([FleetDegradedSensor(data)])
 
     async_add_node_entities(
+        hass,
         entry,
         async_add_entities,
+        Platform.BINARY_SENSOR,
         lambda node_id: [ConnectivitySensor(data, node_id), FlappingSensor(data, node_id)],
     )
 
@@ -83,6 +85,9 @@ class FlappingSensor(HomeSyncNodeEntity, BinarySensorEntity):
     _attr_entity_category = EntityCategory.DIAGNOSTIC
     _attr_translation_key = "flapping"
     _requires_online = False
+    # Off by default (issue 14: ~20 KB of RSS per enabled entity and node): the availability
+    # event entity's `flapping` events tell when a node starts flapping.
+    _attr_entity_registry_enabled_default = False
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str) -> None:
         """Flapping flag of one node."""

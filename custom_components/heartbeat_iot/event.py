@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from homeassistant.components.event import EventEntity
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -23,7 +24,11 @@ async def async_setup_entry(
     data = entry.runtime_data
 
     async_add_node_entities(
-        entry, async_add_entities, lambda node_id: [AvailabilityEvent(data, node_id)]
+        hass,
+        entry,
+        async_add_entities,
+        Platform.EVENT,
+        lambda node_id: [AvailabilityEvent(data, node_id)],
     )
 
 

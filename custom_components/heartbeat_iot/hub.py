@@ -39,6 +39,15 @@ from .updates import Updates
 
 _LOGGER = logging.getLogger(__package__)
 
+# Parsed topics kept per known topic string (a home's nodes publish on a handful of topics each,
+# and parsing one costs ~1.3 µs against ~0.1 µs for a dict hit): at most this many per node the
+# home may have (bad topics are never kept); when full, the cache starts over.
+TOPICS_PER_NODE = 16
+# Module constants: a global lookup per comparison instead of an Enum class attribute.
+_TELEMETRY = Category.TELEMETRY
+_STATUS = Category.STATUS
+_RESPONSE = Category.RESPONSE
+
 
 class HomeSyncHub:
     """Receives everything a home's nodes publish and routes it to its owner."""
@@ -71,6 +80,8 @@ class HomeSyncHub:
         self._on_ota_response = on_ota_response
         self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
+        self._topics: dict[str, Topic] = {}
+        self._topics_max = TOPICS_PER_NODE * nodes.max_nodes + TOPICS_PER_NODE
 
     async def async_start(self) -> None:
         """Subscribe to everything below homesync/{home_id}/nodes/, then announce ourselves."""
@@ -126,17 +137,24 @@ class HomeSyncHub:
     @callback
     def _async_on_message(self, msg: mqtt.ReceiveMessage) -> None:
         messages = self._messages
-        try:
-            topic = parse_topic(msg.topic)
-        except ProtocolError as err:
-            messages.received += 1
-            messages.rejected += 1
-            self._warn.warning(err.kind, "Ignoring message on %s: %s", msg.topic, err)
-            return
-        if topic.home_id != self.home_id or topic.category is Category.COMMAND:
-            # Commands are what we (or another controller) send; they come back to us
-            # through the wildcard subscription and are not the node speaking.
-            return
+        name = msg.topic
+        if (topic := self._topics.get(name)) is None:
+            try:
+                topic = parse_topic(name)
+            except ProtocolError as err:
+                messages.received += 1
+                messages.rejected += 1
+                self._warn.warning(err.kind, "Ignoring message on %s: %s", name, err)
+                return
+            if topic.home_id != self.home_id or topic.category is Category.COMMAND:
+                # Commands are what we (or another controller) send; they come back to us
+                # through the wildcard subscription and are not the node speaking.
+                return
+            # Only topics routed below are kept, so a hit needs none of the checks above.
+            topics = self._topics
+            if len(topics) >= self._topics_max:
+                topics.clear()  # O(1) amortised: it took this many new topics to fill it
+            topics[name] = topic
         messages.received += 1
         payload: dict[str, Any] | None = None
         try:
@@ -155,7 +173,7 @@ class HomeSyncHub:
             self._warn.warning(
                 err.kind,
                 "Ignoring message on %s: %s; payload: %s",
-                msg.topic,
+                name,
                 err,
                 truncate(msg.payload),
             )
@@ -165,27 +183,27 @@ class HomeSyncHub:
         # response name nobody defined is neither a device nor proof of life.
         if (data := check_payload(topic, payload)) is None:
             return
+        _, node_id, category, name = topic
+        nodes = self._nodes
         reading = None
-        if topic.category is Category.TELEMETRY or (
-            topic.category is Category.STATUS and topic.name == "rssi"
-        ):
+        if category is _TELEMETRY or (category is _STATUS and name == "rssi"):
             # Units and conversion overflow are checked before discovery too.
-            reading = self._nodes.reading(topic.node_id, topic.name, data)
-        if (node := self._nodes.async_discover(topic.node_id)) is None:
+            reading = nodes.reading(node_id, name, data)
+        if (node := nodes.async_discover(node_id)) is None:
             return
         # Availability first, so entities written below already see the node online.
         self._availability.async_on_message(topic, data, retained=retained)
         if not retained:
-            self._updates.async_notify(node.node_id, KEY_LAST_SEEN)
+            self._updates.async_notify(node_id, KEY_LAST_SEEN)
             self._schedule_save()
         if reading is not None:  # telemetry/* and status/rssi
-            self._nodes.async_record_metric(node, topic.name, reading)
-        elif topic.category is Category.STATUS:
-            self._handle_status(node, topic.name, data)
-        elif topic.category is Category.RESPONSE and topic.name == "command" and not retained:
-            self._control.handle_response(node.node_id, data)
-        elif topic.category is Category.RESPONSE and topic.name == "ota" and not retained:
-            self._on_ota_response(node.node_id, data)  # firmware updates (firmware.py)
+            nodes.async_record_metric(node, name, reading)
+        elif category is _STATUS:
+            self._handle_status(node, name, data)
+        elif category is _RESPONSE and name == "command" and not retained:
+            self._control.handle_response(node_id, data)
+        elif category is _RESPONSE and name == "ota" and not retained:
+            self._on_ota_response(node_id, data)  # firmware updates (firmware.py)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
         if name == "relay":

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+import time
 from typing import Any, Self
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.util import dt as dt_util
 
 from .availability import AvailabilityMonitor
 from .const import (
@@ -49,8 +49,14 @@ from .updates import Updates
 
 
 def now() -> float:
-    """The integration's one wall clock, UNIX seconds (HA's, so tests' freezer moves it)."""
-    return dt_util.utcnow().timestamp()
+    """The integration's one wall clock, UNIX seconds.
+
+    The same clock as Home Assistant's `dt_util.utcnow()` (tests' freezer moves both), read
+    once per message: `time.time()` costs ~0.06 µs against ~0.4 µs for `utcnow().timestamp()`
+    (benchmarks/README.md, bench_hub).
+    """
+    # Looked up on the module at each call (not `from time import time`): freezegun patches it.
+    return time.time()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

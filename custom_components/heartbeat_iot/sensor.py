@@ -6,18 +6,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
+import math
 
 from homeassistant.components.sensor import (
     RestoreSensor,
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
+    SensorExtraStoredData,
     SensorStateClass,
 )
-from homeassistant.const import PERCENTAGE, EntityCategory
+from homeassistant.const import PERCENTAGE, EntityCategory, Platform
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import restore_state
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
-from homeassistant.helpers.typing import StateType
+from homeassistant.helpers.typing import UNDEFINED, StateType
 from homeassistant.util import dt as dt_util
 
 from .const import (
@@ -49,10 +53,23 @@ async def async_setup_entry(
 ) -> None:
     """Create sensors for known metrics now and for new ones as they first report."""
     data = entry.runtime_data
+
+    def node_sensors(node_id: str) -> list[HomeSyncNodeEntity]:
+        # A node discovered now has no metric yet: each comes with metric_added below.
+        metrics = data.nodes[node_id].metrics.values()
+        return [
+            *(MetricSensor(data, node_id, spec) for spec in metrics),
+            *(HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS),
+            QueuedIntentsSensor(data, node_id),
+        ]
+
+    # Every node's sensors in one call at start (one task, disabled ones skipped).
+    async_add_node_entities(hass, entry, async_add_entities, Platform.SENSOR, node_sensors)
     async_add_entities(
-        MetricSensor(data, node.node_id, spec)
-        for node in data.nodes.values()
-        for spec in node.metrics.values()
+        [
+            *(FleetSensor(data, desc) for desc in FLEET_SENSORS),
+            *(StatsSensor(data, desc) for desc in STATS_SENSORS),
+        ]
     )
 
     @callback
@@ -65,17 +82,6 @@ async def async_setup_entry(
             async_add_entities([MetricSensor(data, node_id, node.metrics[key])])
 
     entry.async_on_unload(data.updates.async_listen(HUB, KEY_METRIC_ADDED, metric_added))
-
-    async_add_node_entities(
-        entry,
-        async_add_entities,
-        lambda node_id: [HealthSensor(data, node_id, desc) for desc in HEALTH_SENSORS],
-    )
-    async_add_entities(FleetSensor(data, desc) for desc in FLEET_SENSORS)
-    async_add_entities(StatsSensor(data, desc) for desc in STATS_SENSORS)
-    async_add_node_entities(
-        entry, async_add_entities, lambda node_id: [QueuedIntentsSensor(data, node_id)]
-    )
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -111,6 +117,9 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
         translation_key="last_boot",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        # Off by default (issue 14: every enabled entity costs ~20 KB of RSS per node): the
+        # availability event entity's `rebooted` events carry the same, with history.
+        entity_registry_enabled_default=False,
         value_fn=lambda status: _timestamp(status.last_boot),
     ),
     HealthSensorDescription(
@@ -118,6 +127,7 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
         translation_key="reboots",
         state_class=SensorStateClass.TOTAL_INCREASING,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,  # the count of the `rebooted` events
         value_fn=lambda status: status.reboots,
     ),
     HealthSensorDescription(
@@ -127,6 +137,8 @@ HEALTH_SENSORS: tuple[HealthSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
         entity_category=EntityCategory.DIAGNOSTIC,
+        # Wi-Fi debugging, like the signal strength sensor (also off by default).
+        entity_registry_enabled_default=False,
         value_fn=lambda status: (
             None if status.link_quality is None else round(status.link_quality, 1)
         ),
@@ -216,50 +228,89 @@ class FleetSensor(HomeSyncHubEntity, SensorEntity):
         return self.entity_description.value_fn(self.data)
 
 
-class MetricSensor(HomeSyncNodeEntity, RestoreSensor):
-    """One telemetry metric of a node (or its Wi-Fi signal)."""
+@lru_cache(maxsize=1024)
+def _metric_description(spec: MetricSpec) -> SensorEntityDescription:
+    """One description per metric, shared by that metric's sensors on every node.
+
+    Issue 14: six `_attr_*` per sensor instance made each of the 5 000 sensors of 1 000 nodes
+    carry its own copy of what the catalogue already says. Bounded like max_metrics kinds.
+    """
+    translated = spec.key in METRICS
+    return SensorEntityDescription(
+        key=spec.key,
+        translation_key=spec.key if translated else None,
+        name=UNDEFINED if translated else spec.key.replace("_", " ").capitalize(),
+        native_unit_of_measurement=spec.unit,
+        device_class=SensorDeviceClass(spec.device_class) if spec.device_class else None,
+        state_class=SensorStateClass(spec.state_class) if spec.state_class else None,
+        suggested_display_precision=spec.precision,
+        # Signal strength changes on every report: useful for debugging, noise otherwise.
+        entity_category=EntityCategory.DIAGNOSTIC if spec.diagnostic else None,
+        entity_registry_enabled_default=not spec.diagnostic,
+    )
+
+
+def _cached_reading(hass: HomeAssistant, entity_id: str) -> float | None:
+    """The reading Home Assistant's restore cache holds for a sensor, if it is a number.
+
+    Until issue 14 the metric sensors were RestoreSensors; a store written then has no
+    readings, so the first start after the upgrade takes them from the cache once (it keeps
+    what it loaded for the whole run anyway).
+    """
+    stored = restore_state.async_get(hass).last_states.get(entity_id)
+    if stored is None or stored.extra_data is None:
+        return None
+    data = SensorExtraStoredData.from_dict(stored.extra_data.as_dict())
+    value = None if data is None else data.native_value
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class MetricSensor(HomeSyncNodeEntity, SensorEntity):
+    """One telemetry metric of a node (or its Wi-Fi signal).
+
+    Not a RestoreSensor (issue 14): the home's store keeps the last readings (storage.py), so
+    Home Assistant's restore cache need not hold a second copy of every sensor's state for
+    the whole run and write it every 15 minutes.
+    """
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str, spec: MetricSpec) -> None:
         """Describe the sensor from the metric catalogue."""
         super().__init__(data, node_id, spec.key)
-        self._attr_native_unit_of_measurement = spec.unit
-        if spec.device_class:
-            self._attr_device_class = SensorDeviceClass(spec.device_class)
-        if spec.state_class:
-            self._attr_state_class = SensorStateClass(spec.state_class)
-        self._attr_suggested_display_precision = spec.precision
-        if spec.key in METRICS:
-            self._attr_translation_key = spec.key
-        else:
-            self._attr_name = spec.key.replace("_", " ").capitalize()
-        if spec.diagnostic:
-            # Signal strength changes on every report: useful for debugging, noise otherwise.
-            self._attr_entity_category = EntityCategory.DIAGNOSTIC
-            self._attr_entity_registry_enabled_default = False
-        self._attr_native_value = data.nodes[node_id].values.get(spec.key)
-        self._unmeasured = data.nodes[node_id].unmeasured.get(spec.key)
+        self.entity_description = _metric_description(spec)
 
     async def async_added_to_hass(self) -> None:
-        """Restore the last reading so a restart shows a value before the next message."""
+        """No stored reading (a store from before issue 14): Home Assistant's cache has it."""
         await super().async_added_to_hass()
         values = self.data.nodes[self.node_id].values
-        if self.key not in values and (last := await self.async_get_last_sensor_data()):
-            self._attr_native_value = last.native_value
+        if self.key in values:
+            return
+        if (last := _cached_reading(self.hass, self.entity_id)) is not None:
+            # Into the node's readings, so the home's store keeps it from now on.
+            values[self.key] = last
+
+    # The reading and its reason are read from the node registry (their one owner), not
+    # copied into the entity: no per-sensor copy, and a plain property is not cached in the
+    # instance either (HA caches `native_value` per instance otherwise).
+    @property
+    def native_value(self) -> float | None:
+        """The node's last reading of this metric (stored across restarts)."""
+        node = self.data.nodes.get(self.node_id)
+        return None if node is None else node.values.get(self.key)
 
     @property
     def extra_state_attributes(self) -> dict[str, str] | None:
         """Why there is no reading, while the meter cannot measure it (e.g. below_range)."""
-        return None if self._unmeasured is None else {"reason": self._unmeasured}
+        node = self.data.nodes.get(self.node_id)
+        reason = None if node is None else node.unmeasured.get(self.key)
+        return None if reason is None else {"reason": reason}
 
     @callback
     def _handle_update(self) -> None:
-        """A new reading (the registry only notifies changed values): the fast path."""
-        node = self.data.nodes[self.node_id]
-        value, unmeasured = node.values.get(self.key), node.unmeasured.get(self.key)
-        if value == self._attr_native_value and unmeasured == self._unmeasured:
-            return  # e.g. the restored reading arriving again after a restart
-        self._attr_native_value = value
-        self._unmeasured = unmeasured
+        """A new reading: the registry only notifies changed values, so write (fast path)."""
         self.async_write_changed()
 
 
@@ -320,6 +371,10 @@ class QueuedIntentsSensor(HomeSyncNodeEntity, SensorEntity):
 
     _requires_online = False  # most interesting precisely while the node is offline
     _attr_entity_category = EntityCategory.DIAGNOSTIC
+    # Off by default (issue 14: ~20 KB of RSS per enabled entity): only interesting to whoever
+    # queues commands for offline nodes; the home's "Commands queued for offline nodes"
+    # sensor counts them all.
+    _attr_entity_registry_enabled_default = False
     _attr_state_class = SensorStateClass.MEASUREMENT
     _attr_translation_key = KEY_QUEUED_INTENTS
 

@@ -1,15 +1,17 @@
 """Persistence of one home: its nodes, their availability and the offline queue, in one Store.
 
 Format (version STORAGE_VERSION): `{"nodes": NodeRegistry.export(), "tracker":
-HeartbeatTracker.export(), "outputs": NodeOutputs.export(), "control": NodeControl.export()}`
-("outputs" is optional: stores written before it existed load without it). Writes are debounced
-(one per STORAGE_SAVE_DELAY however busy the home is) and flushed on unload. See
-docs/architecture.md.
+HeartbeatTracker.export(), "outputs": NodeOutputs.export(), "control": NodeControl.export(),
+"values": {node_id: {metric: last reading}}}` ("outputs" and "values" are optional: stores
+written before they existed load without them). Writes are debounced (one per
+STORAGE_SAVE_DELAY however busy the home is: every live message asks for one) and flushed on
+unload and at Home Assistant's final write. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+import math
 from typing import Any
 
 from homeassistant.core import HomeAssistant, callback
@@ -74,7 +76,39 @@ def collect(
         "tracker": availability.export(),
         "outputs": outputs.export(),
         "control": control.export(),
+        "values": export_values(nodes),
     }
+
+
+def export_values(nodes: NodeRegistry) -> dict[str, dict[str, float]]:
+    """The last reading of every metric (unmeasured ones left out: they restore as unknown).
+
+    Kept here rather than by Home Assistant's restore cache (issue 14): the sensors are not
+    RestoreSensors, so a reading is stored once per home instead of once per sensor state.
+    """
+    return {
+        node_id: readings
+        for node_id, node in nodes.items()
+        if (readings := {k: v for k, v in node.values.items() if v is not None})
+    }
+
+
+def restore_values(stored: Any, nodes: NodeRegistry) -> None:
+    """Put the stored readings back, for known nodes and metrics only (garbage skipped)."""
+    if not isinstance(stored, Mapping):
+        return
+    for node_id, readings in stored.items():
+        node = nodes.get(node_id) if isinstance(node_id, str) else None
+        if node is None or not isinstance(readings, Mapping):
+            continue
+        for key, value in readings.items():
+            if (
+                key in node.metrics
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                node.values[key] = value
 
 
 def restore(
@@ -84,11 +118,13 @@ def restore(
     outputs: NodeOutputs,
     control: NodeControl,
 ) -> None:
-    """Load the stored format (tolerating garbage): nodes, availability, outputs, the queue."""
+    """Load the stored format (tolerating garbage): nodes, availability, outputs, the queue,
+    the last readings."""
     stored_nodes = stored.get("nodes")
     if not isinstance(stored_nodes, dict):
         return
     restored = nodes.restore(stored_nodes)
+    restore_values(stored.get("values"), nodes)
     availability.restore(stored.get("tracker"), stored_nodes, restored)
     outputs.restore(stored.get("outputs"))
     control.restore(stored.get("control"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeassistant.components.switch import SwitchDeviceClass, SwitchEntity
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -32,8 +32,10 @@ async def async_setup_entry(
     data = entry.runtime_data
 
     async_add_node_entities(
+        hass,
         entry,
         async_add_entities,
+        Platform.SWITCH,
         lambda node_id: [RelaySwitch(data, node_id), LedSwitch(data, node_id)],
     )
 

@@ -14,7 +14,7 @@ from homeassistant.components.update import (
     UpdateEntity,
     UpdateEntityFeature,
 )
-from homeassistant.const import EntityCategory
+from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
@@ -35,7 +35,11 @@ async def async_setup_entry(
     """One firmware update entity per node, for known nodes now and new ones on discovery."""
     data = entry.runtime_data
     async_add_node_entities(
-        entry, async_add_entities, lambda node_id: [FirmwareUpdate(data, node_id)]
+        hass,
+        entry,
+        async_add_entities,
+        Platform.UPDATE,
+        lambda node_id: [FirmwareUpdate(data, node_id)],
     )
 
 

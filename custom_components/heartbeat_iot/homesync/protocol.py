@@ -159,7 +159,11 @@ def hub_status_topic(home_id: str) -> str:
 
 def decode_payload(payload: str | bytes | bytearray) -> dict[str, Any]:
     """Decode a payload into a JSON object, enforcing the 64 KiB limit."""
-    data = payload.encode() if isinstance(payload, str) else bytes(payload)
+    # What MQTT hands over is bytes already: no conversion, no copy.
+    if type(payload) is bytes:
+        data = payload
+    else:
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
     if len(data) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("oversized", f"payload of {len(data)} bytes exceeds 64 KiB")
     try:
@@ -355,67 +359,86 @@ _MISSING: Final[Any] = object()
 
 
 def _fast_telemetry(data: dict[str, Any]) -> dict[str, Any] | None:
-    """TELEMETRY_SCHEMA's result for `data`, or None: let the schema decide."""
+    """TELEMETRY_SCHEMA's result for `data`, or None: let the schema decide.
+
+    The result is `data` itself, its numbers converted as the schema converts them, and only
+    once every rule passed (a None leaves `data` as it was, for the schema's verdict). Keys are
+    counted so that a payload of only known keys (the common case) stops looking early.
+    """
     value = data.get("value", _MISSING)
     kind = type(value)
-    out = dict(data)
-    if value is None:  # the meter cannot measure it now
-        pass
     # Chained comparisons are False for NaN; ints compare exactly, however large.
-    elif (kind is not float and kind is not int) or not -MAX_READING <= value <= MAX_READING:
-        return None
-    else:
-        out["value"] = float(value)
-    if len(data) == 1:
-        return out
-    unit = data.get("unit", _MISSING)
-    if unit is not _MISSING and (type(unit) is not str or len(unit) > MAX_UNIT):
-        return None
-    reason = data.get("reason", _MISSING)
-    if reason is not _MISSING and (type(reason) is not str or len(reason) > MAX_REASON):
-        return None
-    quality = data.get("quality", _MISSING)
-    if quality is not _MISSING:
-        kind = type(quality)
-        if (kind is not float and kind is not int) or not 0 <= quality <= 100:
+    if kind is float or kind is int:
+        if not -MAX_READING <= value <= MAX_READING:
             return None
-        out["quality"] = float(quality)
-    stamp = data.get("timestamp", _MISSING)
+    elif value is not None:  # None: the meter cannot measure it now
+        return None
+    size = len(data)
+    seen = 1
+    if size > seen and (unit := data.get("unit", _MISSING)) is not _MISSING:
+        if type(unit) is not str or len(unit) > MAX_UNIT:
+            return None
+        seen += 1
+    if size > seen and (reason := data.get("reason", _MISSING)) is not _MISSING:
+        if type(reason) is not str or len(reason) > MAX_REASON:
+            return None
+        seen += 1
+    quality = data.get("quality", _MISSING) if size > seen else _MISSING
+    if quality is not _MISSING:
+        kind_q = type(quality)
+        if (kind_q is not float and kind_q is not int) or not 0 <= quality <= 100:
+            return None
+        seen += 1
+    stamp = data.get("timestamp", _MISSING) if size > seen else _MISSING
     if stamp is not _MISSING and (type(stamp) is not str or len(stamp) > MAX_TIMESTAMP):
         return None
-    return out
+    if kind is int:
+        data["value"] = float(value)
+    if quality is not _MISSING and type(quality) is not float:
+        data["quality"] = float(quality)
+    return data
 
 
 def _fast_heartbeat(data: dict[str, Any]) -> dict[str, Any] | None:
-    """HEARTBEAT_SCHEMA's result for `data`, or None: let the schema decide."""
+    """HEARTBEAT_SCHEMA's result for `data`, or None: let the schema decide.
+
+    Like _fast_telemetry: `data` itself, converted only once every rule passed.
+    """
     seq = data.get("seq", _MISSING)
     if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
         return None
     uptime = data.get("uptime", _MISSING)
     if type(uptime) is not int or not 0 <= uptime <= MAX_UPTIME:
         return None
-    out = dict(data)
-    interval = data.get("interval", _MISSING)
+    size = len(data)
+    seen = 2
+    interval = data.get("interval", _MISSING) if size > seen else _MISSING
     if interval is not _MISSING:
         kind = type(interval)
         if (kind is not float and kind is not int) or not 1 <= interval <= MAX_INTERVAL:
             return None
-        out["interval"] = float(interval)
-    relay = data.get("relay", _MISSING)
-    if relay is not _MISSING and relay not in RELAY_STATES:
-        return None
-    led = data.get("led", _MISSING)
-    if led is not _MISSING and led not in LED_STATES:
-        return None
-    stamp = data.get("timestamp", _MISSING)
+        seen += 1
+    if size > seen and (relay := data.get("relay", _MISSING)) is not _MISSING:
+        if relay not in RELAY_STATES:
+            return None
+        seen += 1
+    if size > seen and (led := data.get("led", _MISSING)) is not _MISSING:
+        if led not in LED_STATES:
+            return None
+        seen += 1
+    stamp = data.get("timestamp", _MISSING) if size > seen else _MISSING
     if stamp is not _MISSING and (type(stamp) is not str or len(stamp) > MAX_TIMESTAMP):
         return None
-    return out
+    if interval is not _MISSING and type(interval) is not float:
+        data["interval"] = float(interval)
+    return data
 
 
 def check_payload(topic: Topic, data: dict[str, Any]) -> dict[str, Any] | None:
     """The payload of `topic`, validated; None for a name we do not interpret.
 
+    The two hot payloads come back as `data` itself with numbers converted in place (no copy
+    per message): pass a dict you own, as the hub does with the one it just decoded.
     Raises ProtocolError (kind "bad_payload", voluptuous's message) for an invalid payload. A
     name without a schema (status/foo, response/bar) must be ignored before discovery: it is
     neither a device nor proof of life.

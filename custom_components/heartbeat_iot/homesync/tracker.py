@@ -431,6 +431,78 @@ class HeartbeatTracker:
         self._schedule(node)
         return out
 
+    # ---------------------------------------------------------------- the quiet fast paths
+    #
+    # Nearly every message is a live one from an online node and changes nothing anybody sees:
+    # it only moves ``last_seen`` (and, for a heartbeat, seq, uptime and the link window). These
+    # two calls do exactly that, in O(1) and without building an Outcome, when they can prove
+    # that on_message / on_heartbeat would return an empty Outcome and push no heap entry;
+    # otherwise they change nothing and return False, and the caller takes the full path.
+    # tests/test_tracker_fast_path.py runs both on the same generated message sequences.
+
+    def try_quiet_message(self, node_id: str) -> bool:
+        """``on_message(node_id, retained=False)`` if it changes nothing visible; else False.
+
+        True: ``last_seen`` moved to now and nothing else happened (no event, no state change,
+        no heap push, so the glue's timer needs no re-arming).
+        """
+        node = self._nodes.get(node_id)
+        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+            return False
+        now = self._clock()
+        last_seen = node.last_seen
+        # A later last_seen only moves the node's due time later: the heap invariant holds
+        # without a push (module docstring). A clock stepped back needs the full path.
+        if last_seen is None or now < last_seen:
+            return False
+        node.last_seen = now
+        return True
+
+    def try_quiet_heartbeat(
+        self, node_id: str, *, seq: int, uptime: int, interval: float | None
+    ) -> bool:
+        """``on_heartbeat(..., retained=False)`` if it changes nothing visible; else False.
+
+        The full path's checks, in its order, on a node already online: the same interval (or
+        none announced), the next seq of the same boot (no reboot, no duplicate), a known boot
+        time, and a link quality that stays the same.
+        """
+        node = self._nodes.get(node_id)
+        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+            return False
+        if interval is not None and interval != node.interval:
+            return False  # a new interval moves the timeout (and is shown)
+        old_seq, old_uptime = node.seq, node.uptime
+        if old_seq is None or seq <= old_seq or old_uptime is None or uptime < old_uptime:
+            return False  # first heartbeat, a duplicate or a reboot
+        if node.last_boot is None:
+            return False  # the first uptime estimates the boot time (shown)
+        latest, base = node.link_latest, node.link_base
+        if latest is None or base is None or seq <= latest:
+            return False
+        window = self._settings.link_window
+        mask = (1 << window) - 1
+        bits = node.link_bits
+        step = seq - latest
+        new_bits = 1 if step >= window else ((bits << step) | 1) & mask
+        # Link quality = round(100 * received / expected, 1) (_Node.link_quality): the same
+        # received and expected counts give the same quality; anything else takes the full
+        # path, which compares the rounded values.
+        if latest == base or min(window, latest - base + 1) != min(window, seq - base + 1):
+            return False
+        if (bits & mask).bit_count() != new_bits.bit_count():
+            return False
+        now = self._clock()
+        last_seen = node.last_seen
+        if last_seen is None or now < last_seen:
+            return False
+        node.last_seen = now
+        node.link_bits = new_bits
+        node.link_latest = seq
+        node.seq = seq
+        node.uptime = uptime
+        return True
+
     def tick(self, limit: int | None = None) -> Outcome:
         """Process entries due at ``clock()``: silence timeouts, flap clearing, fleet checks.
 
