@@ -168,6 +168,22 @@ async def test_broker_shutdown_wills_fire_no_offline_event(
     assert online == []
 
 
+async def test_a_heartbeat_during_the_hold_drops_the_will(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
+) -> None:
+    """A reconnect race on a node in its steady state (heartbeats that change nothing)."""
+    offline = async_capture_events(hass, OFFLINE)
+    for seq in range(25):  # past the 20-heartbeat link window: nothing visible changes any more
+        heartbeat(hass, "plug", seq, 10 + seq)
+        await advance(hass, freezer, 1)
+    lwt(hass, "plug")
+    await advance(hass, freezer, 0.3)
+    heartbeat(hass, "plug", 25, 35)
+    await advance(hass, freezer, 5)
+    assert connectivity(hass, "plug") == STATE_ON
+    assert offline == []
+
+
 async def test_a_real_will_still_turns_the_node_offline_within_two_seconds(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:

@@ -447,7 +447,12 @@ class HeartbeatTracker:
         no heap push, so the glue's timer needs no re-arming).
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         now = self._clock()
         last_seen = node.last_seen
@@ -468,7 +473,12 @@ class HeartbeatTracker:
         time, and a link quality that stays the same.
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         if interval is not None and interval != node.interval:
             return False  # a new interval moves the timeout (and is shown)
