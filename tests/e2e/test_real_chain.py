@@ -587,9 +587,10 @@ async def test_frozen_node_times_out_without_lwt(chain: Chain) -> None:
     assert mqtt.is_connected(hass)
 
 
-async def test_lwt_marks_node_offline_at_once(chain: Chain) -> None:
+async def test_lwt_marks_node_offline_long_before_its_timeout(chain: Chain) -> None:
     """A node that dies (process killed, socket closed by the OS): the broker's will, offline
-    with reason ``unexpected_disconnect`` long before the heartbeat timeout."""
+    with reason ``unexpected_disconnect`` long before the heartbeat timeout (after the will's 1 s
+    hold, docs/availability.md)."""
     hass, peer, node = chain.hass, chain.peer, chain.node
     await chain.wait_online()
     conn_id = chain.entity_id("binary_sensor", "connectivity")
