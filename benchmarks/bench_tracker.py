@@ -708,9 +708,7 @@ def bench_memory() -> tuple[str, Target]:
             )
         clock.now += INTERVAL
     for node_id in ids[: n // 10]:  # a tenth went through an offline/online pair (flap list)
-        tracker.on_online_status(
-            node_id, False, reason="unexpected_disconnect", uptime=None, retained=False
-        )
+        tracker.on_online_status(node_id, False, reason="shutdown", uptime=None, retained=False)
     clock.now += 10
     for node_id in ids[: n // 10]:
         tracker.on_heartbeat(node_id, seq=9, uptime=300, interval=INTERVAL, retained=False)

@@ -2,12 +2,12 @@
 
 The tracker owns, per node, ``last_seen``, ``state`` and ``reason`` and decides availability from
 application messages: every non-retained message is proof of life, the LWT / ``online: false`` is a
-fast path to offline, and silence longer than the node's timeout makes it offline. A node known
-only from retained messages (first setup, or a Home Assistant start that outlived its deadline)
-is ``unknown``: neither online nor offline, in no fleet count, until it speaks live or its
-timeout passes since it became known. Time comes from an injected wall clock so tests (and HA
-restarts, via :meth:`HeartbeatTracker.export` / :meth:`HeartbeatTracker.restore`) are
-deterministic.
+fast path to offline (a will after a 1 s hold, see ``TrackerSettings.will_hold``), and silence
+longer than the node's timeout makes it offline. A node known only from retained messages
+(first setup, or a Home Assistant start that outlived its deadline) is ``unknown``: neither
+online nor offline, in no fleet count, until it speaks live or its timeout passes since it
+became known. Time comes from an injected wall clock so tests (and HA restarts, via
+:meth:`HeartbeatTracker.export` / :meth:`HeartbeatTracker.restore`) are deterministic.
 
 Every public call returns an :class:`Outcome`: the nodes whose user-visible status changed and the
 bus events to fire. ``last_seen`` alone is deliberately not a user-visible change: it moves with
@@ -54,6 +54,9 @@ REASON_FLAPPING_ENDED = "flapping_ended"
 REASON_WILL_CONTRADICTED = "will_contradicted"
 # Offline after most of the fleet went silent at once and stayed silent for one more timeout.
 REASON_MASS_SILENCE = "mass_silence"
+# The reason of the Last Will every node registers (docs/protocol.md): published by the broker,
+# not by the node, so it is held before it counts (TrackerSettings.will_hold).
+REASON_WILL = "unexpected_disconnect"
 
 # The heap is rebuilt from the nodes when stale entries outnumber live ones by this much, so a
 # pathological sequence (e.g. many forgets or shrinking overrides) cannot grow it without bound.
@@ -98,6 +101,12 @@ class TrackerSettings:
     # An offline status contradicted by a live message within this many seconds is a race or a
     # forgery (REASON_WILL_CONTRADICTED), and neither transition counts towards flapping.
     will_window: float = 2.0
+    # A live will counts this many seconds after it arrives, unless Home Assistant's own MQTT
+    # link drops first (a broker shutting down publishes every connected client's will just
+    # before it closes our link, docs/brokers.md) or the node speaks (a reconnect race). 0 = at
+    # once. A retained will of a node automations know as online never counts: it may be what
+    # a broker restart left behind, so that node's silence timeout decides.
+    will_hold: float = 1.0
     # Correlated silence: when an online node's timeout passes while more than mass_ratio of the
     # online nodes (and at least mass_min of them) are late too, it is evidence about us or the
     # broker: expiry is held (docs/availability.md, "Correlated silence").
@@ -120,6 +129,8 @@ class TrackerSettings:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_number(self.will_hold) or self.will_hold < 0:
+            raise ValueError(f"will_hold must be a number >= 0, got {self.will_hold!r}")
         if self.link_window > 1024:
             raise ValueError(f"link_window must be at most 1024, got {self.link_window!r}")
         if self.mass_ratio >= 1:
@@ -191,6 +202,7 @@ class _Node:
     reason: str
     last_event: Availability  # last availability event emitted (or the baseline at creation)
     scheduled: float | None = None  # time of this node's live heap entry (see module docstring)
+    will_due: float | None = None  # a live will held until then (TrackerSettings.will_hold)
     last_seen: float | None = None
     interval: float | None = None  # announced; None = settings.default_interval
     seq: int | None = None
@@ -286,6 +298,8 @@ class HeartbeatTracker:
         # Announced intervals, one float object per value (bounded): a fleet announces a few
         # values, and a quiet heartbeat compares against it without a cache miss per node.
         self._intervals: dict[float, float] = {}
+        # Live wills dropped because our own link went down within the hold (broker shutdown).
+        self.wills_ignored = 0
 
     # ---------------------------------------------------------------- read-only views
 
@@ -384,6 +398,14 @@ class HeartbeatTracker:
         now = self._clock()
         if not online:
             # The LWT is published by the broker, not by the node: not proof of life.
+            node = self._nodes.get(node_id)
+            if reason == REASON_WILL and node is not None and self._told_online(node):
+                if retained:
+                    return out  # maybe left by a broker restart: the silence timeout decides
+                if self._settings.will_hold > 0 and self._broker_connected:
+                    # (Not connected: nothing can drop it, and nothing would ever apply it.)
+                    self._hold_will(node, now)
+                    return out
             self._go_offline(node_id, reason or Availability.OFFLINE.value, now, out)
             return out
         if retained:
@@ -446,7 +468,12 @@ class HeartbeatTracker:
         no heap push, so the glue's timer needs no re-arming).
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         now = self._clock()
         last_seen = node.last_seen
@@ -467,7 +494,12 @@ class HeartbeatTracker:
         time, and a link quality that stays the same.
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         if interval is not None and interval != node.interval:
             return False  # a new interval moves the timeout (and is shown)
@@ -549,6 +581,12 @@ class HeartbeatTracker:
         if connected == self._broker_connected:
             return out
         self._broker_connected = connected
+        if not connected:
+            # Wills still held now came with the loss of our own link: a broker shutting down.
+            for node in self._nodes.values():
+                if node.will_due is not None:
+                    node.will_due = None
+                    self.wills_ignored += 1
         if connected:
             # Deadlines only move later, so the heap invariant holds without any push.
             self._grace_from = self._clock()
@@ -730,6 +768,10 @@ class HeartbeatTracker:
             out.changed.add(node_id)
             return node
         node.last_seen = now
+        if node.will_due is not None:
+            # The node speaks while its will is held: a reconnect race, the will never counts.
+            node.will_due = None
+            node.contradicted += 1
         state = node.state
         if state is Availability.ONLINE:
             self._schedule(node)  # a no-op unless the clock stepped back
@@ -758,6 +800,17 @@ class HeartbeatTracker:
             # Already offline (e.g. timed out before the LWT arrived): keep the better reason.
             node.reason = reason
             out.changed.add(node_id)
+
+    def _told_online(self, node: _Node) -> bool:
+        """Automations were last told the node is online (online, or unknown after a restart)."""
+        return node.state is Availability.ONLINE or (
+            node.state is Availability.UNKNOWN and node.last_event is Availability.ONLINE
+        )
+
+    def _hold_will(self, node: _Node, now: float) -> None:
+        if node.will_due is None:
+            node.will_due = now + self._settings.will_hold
+            self._schedule(node)
 
     def _contradict_will(self, node: _Node, now: float, out: Outcome) -> None:
         """A live message right after the will: the will was a race or forged.
@@ -842,7 +895,10 @@ class HeartbeatTracker:
         node.last_event = node.state
 
     def _expire(self, node: _Node, now: float, out: Outcome) -> None:
-        """Whatever is due for the node at ``now``: silence first (it is a transition)."""
+        """Whatever is due for the node at ``now``: a held will, silence, flap clearing."""
+        if node.will_due is not None and now >= node.will_due:
+            node.will_due = None
+            self._go_offline(node.node_id, REASON_WILL, now, out)
         if node.state is Availability.UNKNOWN:
             deadline = self._silence_deadline(node)
             if deadline is not None and now > deadline:
@@ -1003,7 +1059,9 @@ class HeartbeatTracker:
 
     def _deadline(self, node: _Node) -> float | None:
         times = [
-            t for t in (self._silence_deadline(node), self._flap_clear_at(node)) if t is not None
+            t
+            for t in (self._silence_deadline(node), self._flap_clear_at(node), node.will_due)
+            if t is not None
         ]
         return min(times) if times else None
 
@@ -1014,7 +1072,10 @@ class HeartbeatTracker:
             silence = math.nextafter(silence, math.inf)
         clear_at = self._flap_clear_at(node)
         if silence is None or (clear_at is not None and clear_at < silence):
-            return clear_at
+            silence = clear_at
+        will_due = node.will_due
+        if will_due is not None and (silence is None or will_due < silence):
+            return will_due
         return silence
 
     def _schedule(self, node: _Node) -> None:
