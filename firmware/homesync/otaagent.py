@@ -5,13 +5,23 @@ and unpack code (``homesync/otafetch.py``) is imported only while an update runs
 """
 
 import asyncio
+import gc
 import json
+import sys
 
 import otaboot
 
 from homesync.protocol import iso_utc
 
 MAX_BUNDLE = 1048576
+LOAD_ATTEMPTS = 4  # tries to import the download code (see OtaAgent.load_fetch)
+LOAD_PAUSE_S = 0.5
+
+
+def _import_fetch():
+    from homesync import otafetch
+
+    return otafetch
 
 
 # --------------------------------------------------------------------------- the agent
@@ -28,6 +38,8 @@ class OtaAgent:
         self.task = None
         self.current = None
         self.answered = {}  # request_id -> last response of a finished update (small, bounded)
+        self.import_fetch = _import_fetch  # tests replace it to simulate a fragmented heap
+        self.load_pause_s = LOAD_PAUSE_S
         self.retry_delays = (1, 2, 4, 8, 8)
         self.progress_step = 10
         self.on_probation = self.supported() and otaboot.on_probation(self.root)
@@ -99,9 +111,8 @@ class OtaAgent:
     async def run(self, cmd):
         rid = cmd["request_id"]
         version = cmd["version"]
-        try:
-            from homesync import otafetch  # only while updating: it costs heap
-        except MemoryError:
+        otafetch = await self.load_fetch()
+        if otafetch is None:
             await self.say(rid, "error", version, error="out of memory")
             return
         try:
@@ -115,6 +126,26 @@ class OtaAgent:
         except Exception as err:
             self.hal.log("ota: {} failed: {!r}".format(version, err))
             await self.say(rid, "error", version, error="install failed")
+
+    async def load_fetch(self):
+        """Import the download code, only while updating (it costs heap).
+
+        Compiling it needs large contiguous blocks; right after a command the heap can be too
+        fragmented for that although enough is free (seen in 1 of 7 updates on a 256 KiB heap),
+        so a failed import is retried after a collection and a pause, in which the buffers of
+        the command that started the update and of other tasks are released.
+        """
+        for attempt in range(LOAD_ATTEMPTS):
+            try:
+                return self.import_fetch()
+            except MemoryError:
+                sys.modules.pop("homesync.otafetch", None)  # a half-made module would stay
+                gc.collect()
+                if attempt + 1 < LOAD_ATTEMPTS:
+                    self.hal.log("ota: out of memory loading the download code, retrying")
+                    await asyncio.sleep(self.load_pause_s)
+        self.hal.log("ota: out of memory loading the download code")
+        return None
 
     async def install(self, fetch, cmd):
         rid = cmd["request_id"]

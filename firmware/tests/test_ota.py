@@ -362,6 +362,47 @@ def test_update_downloads_verifies_installs_and_reboots():
         cleanup(root)
 
 
+def test_a_heap_too_fragmented_to_load_the_download_code_is_retried():
+    """Importing the download code can fail right after the command although enough heap is
+    free (fragmentation): the node retries after a collection instead of failing the update."""
+    root = scratch_dir()
+    try:
+        data = make_bundle(sample_files())
+        failures = [otaagent.LOAD_ATTEMPTS - 1]
+
+        def fragmented():
+            if failures[0]:
+                failures[0] -= 1
+                raise MemoryError
+            return otafetch
+
+        def setup(agent):
+            agent.import_fetch = fragmented
+            agent.load_pause_s = 0
+
+        app = FakeApp(root)
+        _with_server(data, lambda server: _run(app, _command(server, data), setup))
+        assert app.statuses()[-1] == "rebooting"
+        assert failures == [0]
+
+    finally:
+        cleanup(root)
+    root = scratch_dir()
+    try:
+        failures[0] = otaagent.LOAD_ATTEMPTS  # it never fits: the update fails and says why
+        app = FakeApp(root)
+        asyncio.run(_run(app, _command_stub("req-2", "3.0.0"), setup))
+        assert app.ota()[-1] == {
+            "request_id": "req-2",
+            "status": "error",
+            "version": "3.0.0",
+            "error": "out of memory",
+        }
+        assert otaboot.load_state(root)["active"] == "factory"
+    finally:
+        cleanup(root)
+
+
 def _command_stub(rid, version):
     return {
         "name": "ota",
