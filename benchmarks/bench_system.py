@@ -416,9 +416,9 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"and idle: {restored_kb:.0f} KB/node; after the changing window, its backlog "
             f"included: {after_changing_kb:.0f}). Most of it is Home Assistant's own cost per "
             "entity (entity object, state, registry entry, its per-entity listeners): 10 "
-            "minimal SensorEntity on a device already cost about two thirds of our Python "
-            "memory per node (bench_entity_cost), so < 100 KB needs fewer entities per node "
-            "than users rely on (benchmarks/NOTES.md)",
+            "minimal SensorEntity on a device already cost ~80 % of our Python memory per "
+            "node (bench_entity_cost), so < 100 KB needs fewer entities per node than users "
+            "rely on (benchmarks/NOTES.md)",
         ),
         Target(
             "system_startup_restore",
