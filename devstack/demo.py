@@ -93,7 +93,7 @@ class Scenario:
             f"  ~45 s  {self.reboot} reboots, then every 3 min: a rebooted event",
             f"  ~60 s  {self.freeze} freezes, watchdog off: its TCP session and pings stay up,",
             "         no will is sent, and it goes offline ~30 s later (reason: timeout)",
-            f"  ~80 s  {self.wifi} loses Wi-Fi for 25 s: offline at once (will), then back",
+            f"  ~80 s  {self.wifi} loses Wi-Fi for 25 s: offline within ~2 s (its will), then back",
         ]
 
 

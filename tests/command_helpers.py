@@ -26,8 +26,9 @@ def go_online(hass: HomeAssistant, node: str = NODE, seq: int = 1) -> None:
 
 
 def go_offline(hass: HomeAssistant, node: str = NODE) -> None:
-    """A live LWT: offline at once."""
-    publish(hass, node, "status", "online", {"online": False, "reason": "unexpected_disconnect"})
+    """The node stops gracefully: offline at once (a will counts only after its hold,
+    tests/test_will_hold.py)."""
+    publish(hass, node, "status", "online", {"online": False, "reason": "shutdown"})
 
 
 def relay_status(hass: HomeAssistant, state: str, node: str = NODE, *, retain: bool = True) -> None:

@@ -102,7 +102,7 @@ async def test_device_trigger_fires_automation(
     cause(hass)
     await hass.async_block_till_done()
     assert len(calls) == 1
-    assert calls[0].data["reason"] in {"unexpected_disconnect", "seq_reset"}
+    assert calls[0].data["reason"] in {"shutdown", "seq_reset"}
 
 
 def _load_blueprint() -> bp_models.Blueprint:
@@ -177,7 +177,7 @@ async def test_blueprint_notifies_after_n_minutes(
     assert len(notifications) == 1
     message = notifications[0].data["message"]
     assert "plug Connectivity has been offline for 3 minutes" in message
-    assert "unexpected_disconnect" in message
+    assert "shutdown" in message
 
 
 async def test_blueprint_installed_when_missing_never_overwritten(

@@ -107,7 +107,7 @@ async def test_announced_interval_sets_timeout(
     assert connectivity(hass, "slow") == STATE_OFF
 
 
-async def test_lwt_is_immediate_and_heartbeat_recovers(
+async def test_lwt_counts_after_its_hold_and_heartbeat_recovers(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:
     online = async_capture_events(hass, ONLINE)
@@ -116,7 +116,9 @@ async def test_lwt_is_immediate_and_heartbeat_recovers(
     await hass.async_block_till_done()
     assert connectivity(hass, "plug") == STATE_ON
     publish(hass, "plug", "status", "online", {"online": False, "reason": "unexpected_disconnect"})
-    await hass.async_block_till_done()  # no time passes: the will is a fast path
+    await hass.async_block_till_done()
+    assert connectivity(hass, "plug") == STATE_ON  # held 1 s: not a broker shutting down?
+    await advance(hass, freezer, 1.5)  # the hold, then the timer's 0.5 s grid
     assert connectivity(hass, "plug") == STATE_OFF
     assert [e.data["reason"] for e in offline] == ["unexpected_disconnect"]
     await advance(hass, freezer, 5)
@@ -225,7 +227,8 @@ async def test_flapping_node_is_damped(
         publish(
             hass, "flappy", "status", "online", {"online": False, "reason": "unexpected_disconnect"}
         )
-        await advance(hass, freezer, 20)
+        await advance(hass, freezer, 2)  # the will counts after its 1 s hold
+        await advance(hass, freezer, 18)
     assert len(flapping) == 1
     assert state(hass, "flappy", "flapping", "binary_sensor").state == STATE_ON
     # 16 transitions; the 5th flags flapping (its own event is replaced by the flapping
@@ -236,7 +239,9 @@ async def test_flapping_node_is_damped(
 
     # Stable again after 2 x timeout without a transition. The last event automations saw
     # was "online", but the node is offline: they get one catch-up event.
-    await advance(hass, freezer, 159)  # 179 s since the last transition (the loop's last 20 s)
+    # The last transition is the last will, which counted 2 s after it arrived (its hold): 179 s
+    # since then is the loop's last 18 s plus 161.
+    await advance(hass, freezer, 161)
     assert state(hass, "flappy", "flapping", "binary_sensor").state == STATE_ON
     await advance(hass, freezer, 2)
     assert state(hass, "flappy", "flapping", "binary_sensor").state == STATE_OFF
@@ -322,11 +327,11 @@ async def test_birth_of_a_new_node_does_not_reload_the_home(
 
 
 async def test_event_entity_records_node_events(
-    hass: HomeAssistant, loaded_entry: MockConfigEntry
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, freezer: FrozenDateTimeFactory
 ) -> None:
     heartbeat(hass, "plug", 0, 10)
     publish(hass, "plug", "status", "online", {"online": False, "reason": "unexpected_disconnect"})
-    await hass.async_block_till_done()
+    await advance(hass, freezer, 2)  # the will counts after its 1 s hold
     event_state = state(hass, "plug", "availability", "event")
     assert event_state.attributes["event_type"] == "offline"
     assert event_state.attributes["reason"] == "unexpected_disconnect"

@@ -27,9 +27,14 @@ OFF = Availability.OFFLINE
 UNK = Availability.UNKNOWN
 
 
+# The state machine tests below take a will at once; the 1 s hold that absorbs a broker's
+# shutdown wills has its own tests (tests/test_will_hold.py) and the property tests keep it.
+NO_HOLD = TrackerSettings(will_hold=0.0)
+
+
 def make(settings: TrackerSettings | None = None) -> tuple[HeartbeatTracker, FakeClock]:
     clock = FakeClock(T0)
-    return HeartbeatTracker(settings or TrackerSettings(), clock), clock
+    return HeartbeatTracker(settings or NO_HOLD, clock), clock
 
 
 def st_(tracker: HeartbeatTracker, node_id: str = "n1") -> NodeStatus:
@@ -170,17 +175,19 @@ def test_retained_birth_does_not_mark_a_node_online() -> None:
     assert st_(tracker).state is OFF
 
 
-def test_retained_offline_marks_the_node_offline_at_once() -> None:
+def test_retained_graceful_offline_marks_the_node_offline_at_once() -> None:
+    """The node's own retained goodbye is its word; a retained *will* of an online node is
+    not (tests/test_will_hold.py)."""
     tracker, clock = make()
     hb(tracker)
     clock.advance(1)
-    out = lwt(tracker, retained=True)
+    out = tracker.on_online_status("n1", False, reason="shutdown", uptime=None, retained=True)
     assert out.changed == {"n1"}
-    assert out.events == [TrackerEvent(EventType.OFFLINE, "n1", "unexpected_disconnect", T0 + 1)]
+    assert out.events == [TrackerEvent(EventType.OFFLINE, "n1", "shutdown", T0 + 1)]
     status = st_(tracker)
     assert (status.state, status.reason, status.last_seen, status.deadline) == (
         OFF,
-        "unexpected_disconnect",
+        "shutdown",
         T0,
         None,
     )

@@ -175,3 +175,13 @@ def test_a_link_quality_change_is_declined_even_with_the_same_count() -> None:
     assert not tracker.try_quiet_heartbeat("a", seq=5, uptime=5, interval=None)
     out = tracker.on_heartbeat("a", seq=5, uptime=5, interval=None, retained=False)
     assert out.changed == {"a"}
+
+
+def test_many_distinct_intervals_are_all_kept() -> None:
+    """Intervals are shared objects up to a bound; beyond it each is kept as it came."""
+    tracker = HeartbeatTracker(SETTINGS, FakeClock())
+    for seq in range(1, 101):
+        tracker.on_heartbeat("a", seq=seq, uptime=seq, interval=float(seq), retained=False)
+        status = tracker.status("a")
+        assert status is not None
+        assert status.interval == float(seq)

@@ -231,7 +231,7 @@ def test_a_will_followed_by_a_message_later_than_the_window_is_a_real_transition
 
 
 def test_a_will_that_started_flapping_and_is_contradicted_undoes_the_flapping() -> None:
-    tracker, clock = make(TrackerSettings(flap_transitions=3))
+    tracker, clock = make(TrackerSettings(flap_transitions=3, will_hold=0.0))
     hb(tracker)
     clock.advance(20)
     lwt(tracker)

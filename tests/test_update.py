@@ -346,7 +346,7 @@ async def test_offline_node_cannot_be_updated(
     write_bundle("0.2.0")
     await start()
     node_up(hass, "plug1")
-    publish(hass, "plug1", "status", "online", {"online": False, "reason": "unexpected_disconnect"})
+    publish(hass, "plug1", "status", "online", {"online": False, "reason": "shutdown"})
     await settle()
     assert hass.states.get(entity(hass, "plug1")).state == STATE_ON  # still offers the update
     with pytest.raises(HomeAssistantError, match="plug1 is offline"):
@@ -549,7 +549,7 @@ async def test_a_waiting_update_fails_when_its_node_or_the_offer_changed(
         await firmware.async_install("plug1", "9.9")
     first, second, third = (install(hass, n) for n in ("plug1", "plug2", "plug3"))
     await settle()
-    publish(hass, "plug2", "status", "online", {"online": False, "reason": "unexpected_disconnect"})
+    publish(hass, "plug2", "status", "online", {"online": False, "reason": "shutdown"})
     # A newer bundle appears and is offered.
     (bundle_dir / "homesync-0.2.0.hsfw").unlink()
     write_bundle("0.3.0")

@@ -221,9 +221,18 @@ class AvailabilityMonitor:
             self._home_id,
             "tracked again after a grace period" if connected else "unavailable until it returns",
         )
+        ignored = self.tracker.wills_ignored
         # The tracker reports every node as changed; the fleet entities are told even when
         # the home has no node yet.
         self._apply(self.tracker.set_broker_connected(connected))
+        if ignored := self.tracker.wills_ignored - ignored:
+            _LOGGER.info(
+                "Ignored the last wills of %d HomeSync nodes of %s: they arrived just before "
+                "the broker dropped Home Assistant's link (a broker shutting down publishes "
+                "every client's will); their heartbeats decide (docs/brokers.md)",
+                ignored,
+                self._home_id,
+            )
         self._updates.async_notify(HUB, KEY_STATUS)
 
     @callback

@@ -185,11 +185,12 @@ class HomeSyncHub:
             return
         _, node_id, category, name = topic
         nodes = self._nodes
+        node = nodes.find(node_id)
         reading = None
         if category is _TELEMETRY or (category is _STATUS and name == "rssi"):
             # Units and conversion overflow are checked before discovery too.
-            reading = nodes.reading(node_id, name, data)
-        if (node := nodes.async_discover(node_id)) is None:
+            reading = nodes.reading(node_id, name, data, node)
+        if node is None and (node := nodes.async_discover(node_id)) is None:
             return
         # Availability first, so entities written below already see the node online.
         self._availability.async_on_message(topic, data, retained=retained)
@@ -206,15 +207,15 @@ class HomeSyncHub:
             self._on_ota_response(node_id, data)  # firmware updates (firmware.py)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
-        if name == "relay":
-            self._outputs.async_set_relay(node.node_id, data["state"])
-        elif name == "led":
-            self._outputs.async_set_led(node.node_id, data["state"], reported=True)
-        elif name == "heartbeat":
+        if name == "heartbeat":  # first: nearly every status message is one
             if (relay := data.get("relay")) is not None:
                 self._outputs.async_set_relay(node.node_id, relay)
             if (led := data.get("led")) is not None:
                 self._outputs.async_set_led(node.node_id, led, reported=True)
+        elif name == "relay":
+            self._outputs.async_set_relay(node.node_id, data["state"])
+        elif name == "led":
+            self._outputs.async_set_led(node.node_id, data["state"], reported=True)
         elif name == "firmware":
             self._nodes.async_set_firmware(node, data["version"])
         elif name == "online" and (firmware := data.get("firmware")):

@@ -34,6 +34,7 @@ from .homesync.ratelimit import RateLimitedLogger
 from .updates import Updates
 
 _LOGGER = logging.getLogger(__package__)
+_MISSING: Any = object()
 
 
 @dataclass(slots=True)
@@ -100,6 +101,10 @@ class NodeRegistry(Mapping[str, NodeData]):
     def __len__(self) -> int:
         """How many nodes the home has."""
         return len(self._nodes)
+
+    def find(self, node_id: str) -> NodeData | None:
+        """The node, or None when unknown (O(1); `Mapping.get` is a Python-level detour)."""
+        return self._nodes.get(node_id)
 
     def __contains__(self, node_id: object) -> bool:
         """Whether the node is known (O(1); the hot path asks per message)."""
@@ -216,17 +221,19 @@ class NodeRegistry(Mapping[str, NodeData]):
 
     # --- what the node reports ------------------------------------------------------------
 
-    def reading(self, node_id: str, key: str, data: Mapping[str, Any]) -> Reading | None:
+    def reading(
+        self, node_id: str, key: str, data: Mapping[str, Any], node: NodeData | None
+    ) -> Reading | None:
         """A validated reading in its metric's unit, without storing it (None: low quality).
 
-        Raises ProtocolError for a unit the metric cannot take or a value that overflows
-        when converted; the hub asks before discovery, so such a message creates no device.
+        `node` is `find(node_id)` (the hub has it already). Raises ProtocolError for a unit the
+        metric cannot take or a value that overflows when converted; the hub asks before
+        discovery, so such a message creates no device.
         """
         quality = data.get("quality")
         if quality is not None and quality < MIN_QUALITY:
             _LOGGER.debug("Dropping %s/%s: quality %s", node_id, key, quality)
             return None
-        node = self._nodes.get(node_id)
         unit = data.get("unit")
         spec = (node.metrics.get(key) if node is not None else None) or metric_spec(key, unit)
         if (value := data["value"]) is None:
@@ -255,7 +262,7 @@ class NodeRegistry(Mapping[str, NodeData]):
             self._schedule_save()
             self.newest_metric = (node.node_id, key)
             self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        elif changed or key not in values or values[key] != value:
+        elif changed or values.get(key, _MISSING) != value:
             values[key] = value
             self._updates.async_notify(node.node_id, key)
         # else: the same reading again (the common case): nothing to tell anyone

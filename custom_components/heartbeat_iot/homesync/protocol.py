@@ -7,7 +7,7 @@ and tests/test_protocol_contract.py checks that both agree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 import json
@@ -20,9 +20,8 @@ import voluptuous as vol
 try:  # orjson is what Home Assistant itself uses; fall back for plain environments.
     import orjson
 
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
+    # The C function itself, not a Python wrapper: one call less per message.
+    _loads: Callable[[bytes], Any] = orjson.loads
     _DECODE_ERRORS: tuple[type[Exception], ...] = (orjson.JSONDecodeError, UnicodeDecodeError)
 except ImportError:  # pragma: no cover - orjson ships with Home Assistant
 

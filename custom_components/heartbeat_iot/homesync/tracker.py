@@ -2,12 +2,12 @@
 
 The tracker owns, per node, ``last_seen``, ``state`` and ``reason`` and decides availability from
 application messages: every non-retained message is proof of life, the LWT / ``online: false`` is a
-fast path to offline, and silence longer than the node's timeout makes it offline. A node known
-only from retained messages (first setup, or a Home Assistant start that outlived its deadline)
-is ``unknown``: neither online nor offline, in no fleet count, until it speaks live or its
-timeout passes since it became known. Time comes from an injected wall clock so tests (and HA
-restarts, via :meth:`HeartbeatTracker.export` / :meth:`HeartbeatTracker.restore`) are
-deterministic.
+fast path to offline (a will after a 1 s hold, see ``TrackerSettings.will_hold``), and silence
+longer than the node's timeout makes it offline. A node known only from retained messages
+(first setup, or a Home Assistant start that outlived its deadline) is ``unknown``: neither
+online nor offline, in no fleet count, until it speaks live or its timeout passes since it
+became known. Time comes from an injected wall clock so tests (and HA restarts, via
+:meth:`HeartbeatTracker.export` / :meth:`HeartbeatTracker.restore`) are deterministic.
 
 Every public call returns an :class:`Outcome`: the nodes whose user-visible status changed and the
 bus events to fire. ``last_seen`` alone is deliberately not a user-visible change: it moves with
@@ -54,6 +54,9 @@ REASON_FLAPPING_ENDED = "flapping_ended"
 REASON_WILL_CONTRADICTED = "will_contradicted"
 # Offline after most of the fleet went silent at once and stayed silent for one more timeout.
 REASON_MASS_SILENCE = "mass_silence"
+# The reason of the Last Will every node registers (docs/protocol.md): published by the broker,
+# not by the node, so it is held before it counts (TrackerSettings.will_hold).
+REASON_WILL = "unexpected_disconnect"
 
 # The heap is rebuilt from the nodes when stale entries outnumber live ones by this much, so a
 # pathological sequence (e.g. many forgets or shrinking overrides) cannot grow it without bound.
@@ -64,6 +67,8 @@ _FLEET = ""
 _LATE_INTERVALS = 1.5
 # How often the fleet is re-checked while silence is suspected, and how long a scan is reused.
 _FLEET_RECHECK = 1.0
+# Distinct announced intervals kept as shared objects (any more are stored as they come).
+_SHARED_INTERVALS = 64
 
 
 class Availability(StrEnum):
@@ -96,6 +101,12 @@ class TrackerSettings:
     # An offline status contradicted by a live message within this many seconds is a race or a
     # forgery (REASON_WILL_CONTRADICTED), and neither transition counts towards flapping.
     will_window: float = 2.0
+    # A live will counts this many seconds after it arrives, unless Home Assistant's own MQTT
+    # link drops first (a broker shutting down publishes every connected client's will just
+    # before it closes our link, docs/brokers.md) or the node speaks (a reconnect race). 0 = at
+    # once. A retained will of a node automations know as online never counts: it may be what
+    # a broker restart left behind, so that node's silence timeout decides.
+    will_hold: float = 1.0
     # Correlated silence: when an online node's timeout passes while more than mass_ratio of the
     # online nodes (and at least mass_min of them) are late too, it is evidence about us or the
     # broker: expiry is held (docs/availability.md, "Correlated silence").
@@ -118,6 +129,8 @@ class TrackerSettings:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_number(self.will_hold) or self.will_hold < 0:
+            raise ValueError(f"will_hold must be a number >= 0, got {self.will_hold!r}")
         if self.link_window > 1024:
             raise ValueError(f"link_window must be at most 1024, got {self.link_window!r}")
         if self.mass_ratio >= 1:
@@ -178,29 +191,36 @@ class FleetSilence:
 
 @dataclass(slots=True, eq=False)
 class _Node:
-    """One node. Plain slots and ints, no containers per node (memory: benchmarks/README.md)."""
+    """One node. Plain slots and ints, no containers per node (memory: benchmarks/README.md).
+
+    The fields a quiet heartbeat reads and writes come first, next to each other: with 100 000
+    nodes every node is a cache miss, and adjacent slots share cache lines.
+    """
 
     node_id: str
     state: Availability
     reason: str
     last_event: Availability  # last availability event emitted (or the baseline at creation)
+    scheduled: float | None = None  # time of this node's live heap entry (see module docstring)
+    will_due: float | None = None  # a live will held until then (TrackerSettings.will_hold)
     last_seen: float | None = None
-    since: float | None = None  # when it became unknown (its silence counts from there)
     interval: float | None = None  # announced; None = settings.default_interval
+    seq: int | None = None
+    uptime: int | None = None
+    last_boot: float | None = None
+    # Link window as a bit set: bit i set = seq (link_latest - i) was received.
+    link_bits: int = 0
+    link_latest: int | None = None
+    # Seqs the window spans since the last reset (boot, HA start, broker reconnect): latest -
+    # first + 1, counted up to window + 1 (a small int, shared by every node; 0 = no seq yet).
+    link_fill: int = 0
+    since: float | None = None  # when it became unknown (its silence counts from there)
     override: float | None = None
     flapping: bool = False
     # Times of the most recent transitions (at most flap_transitions), None when there are none.
     flaps: list[float] | None = None
     last_transition: float | None = None
     reboots: int = 0
-    last_boot: float | None = None
-    seq: int | None = None
-    uptime: int | None = None
-    scheduled: float | None = None  # time of this node's live heap entry (see module docstring)
-    # Link window as a bit set: bit i set = seq (link_latest - i) was received.
-    link_bits: int = 0
-    link_latest: int | None = None
-    link_base: int | None = None  # first seq received since the window was reset
     # The last offline status (will) that turned the node offline, for the contradiction rule:
     # its time and the node's last_transition before it.
     will_at: float | None = None
@@ -211,35 +231,43 @@ class _Node:
     def link_quality(self, window: int) -> float | None:
         """Percentage of the heartbeats the node sent that we received, over the last seqs.
 
-        With ``latest`` the highest seq received and ``base`` the first seq received since the
+        With ``latest`` the highest seq received and ``first`` the first seq received since the
         last reset (boot, HA start, broker reconnect), the window is the ``window`` seqs ending at
-        ``latest``; ``expected = min(window, latest - base + 1)``; ``received`` = distinct seqs of
-        the window that arrived. Quality = ``100 * received / expected``, rounded to 0.1, and None
-        until two distinct seqs arrived (one heartbeat says nothing about a link).
+        ``latest``; ``expected = min(window, latest - first + 1)``; ``received`` = distinct seqs
+        of the window that arrived. Quality = ``100 * received / expected``, rounded to 0.1, and
+        None until two distinct seqs arrived (one heartbeat says nothing about a link).
         """
-        latest, base = self.link_latest, self.link_base
-        if latest is None or base is None or latest == base:
+        fill = self.link_fill
+        if self.link_latest is None or fill < 2:
             return None
-        expected = min(window, latest - base + 1)
+        expected = min(window, fill)
         received = (self.link_bits & ((1 << window) - 1)).bit_count()
         return round(100.0 * received / expected, 1)
 
-    def add_seq(self, seq: int, window: int) -> None:
-        """Record a received seq (strictly above the previous one) in the sliding window."""
+    def add_seq(self, seq: int, window: int, full: int) -> None:
+        """Record a received seq (strictly above the previous one) in the sliding window.
+
+        ``full`` is the tracker's all-ones mask of the window: stored instead of an equal new
+        int, so that nodes with a perfect link share one object.
+        """
         latest = self.link_latest
-        if latest is None or self.link_base is None:
-            self.link_base = seq
+        if latest is None or self.link_fill == 0:
+            self.link_fill = 1
             self.link_bits = 1
-        elif seq - latest >= window:
-            self.link_bits = 1  # everything before fell out of the window
         else:
-            self.link_bits = ((self.link_bits << (seq - latest)) | 1) & ((1 << window) - 1)
+            step = seq - latest
+            self.link_fill = min(window + 1, self.link_fill + step)
+            if step >= window:
+                self.link_bits = 1  # everything before fell out of the window
+            else:
+                bits = ((self.link_bits << step) | 1) & full
+                self.link_bits = full if bits == full else bits
         self.link_latest = seq
 
     def reset_link(self) -> None:
         self.link_bits = 0
         self.link_latest = None
-        self.link_base = None
+        self.link_fill = 0
 
 
 class HeartbeatTracker:
@@ -265,6 +293,13 @@ class HeartbeatTracker:
         self._fleet_check_at: float | None = None  # time of the live _FLEET heap entry
         self._scan_at = -math.inf
         self._scan: tuple[int, int] = (0, 0)
+        # The all-ones link window: one object shared by every node whose link is perfect.
+        self._link_full = (1 << settings.link_window) - 1
+        # Announced intervals, one float object per value (bounded): a fleet announces a few
+        # values, and a quiet heartbeat compares against it without a cache miss per node.
+        self._intervals: dict[float, float] = {}
+        # Live wills dropped because our own link went down within the hold (broker shutdown).
+        self.wills_ignored = 0
 
     # ---------------------------------------------------------------- read-only views
 
@@ -363,6 +398,14 @@ class HeartbeatTracker:
         now = self._clock()
         if not online:
             # The LWT is published by the broker, not by the node: not proof of life.
+            node = self._nodes.get(node_id)
+            if reason == REASON_WILL and node is not None and self._told_online(node):
+                if retained:
+                    return out  # maybe left by a broker restart: the silence timeout decides
+                if self._settings.will_hold > 0 and self._broker_connected:
+                    # (Not connected: nothing can drop it, and nothing would ever apply it.)
+                    self._hold_will(node, now)
+                    return out
             self._go_offline(node_id, reason or Availability.OFFLINE.value, now, out)
             return out
         if retained:
@@ -394,14 +437,14 @@ class HeartbeatTracker:
         window = self._settings.link_window
         quality = node.link_quality(window)
         if _is_number(interval) and interval > 0 and interval != node.interval:
-            node.interval = float(interval)  # the timeout follows (see _timeout)
+            node.interval = self._share(float(interval))  # the timeout follows (_timeout)
             out.changed.add(node_id)
         if node.seq is not None and seq < node.seq:
             self._reboot(node, REASON_SEQ_RESET, uptime, now, out)
         elif node.uptime is not None and uptime < node.uptime:
             self._reboot(node, REASON_UPTIME_RESET, uptime, now, out)
         if node.seq is None or seq > node.seq:
-            node.add_seq(seq, window)  # a duplicate seq is neither received nor missed
+            node.add_seq(seq, window, self._link_full)  # a duplicate is neither received nor missed
         node.seq = seq
         self._track_uptime(node, uptime, now, out)
         if node.link_quality(window) != quality:
@@ -425,7 +468,12 @@ class HeartbeatTracker:
         no heap push, so the glue's timer needs no re-arming).
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         now = self._clock()
         last_seen = node.last_seen
@@ -446,7 +494,12 @@ class HeartbeatTracker:
         time, and a link quality that stays the same.
         """
         node = self._nodes.get(node_id)
-        if node is None or node.state is not Availability.ONLINE or node.scheduled is None:
+        if (
+            node is None
+            or node.state is not Availability.ONLINE
+            or node.scheduled is None
+            or node.will_due is not None  # speaking drops its held will: the full path
+        ):
             return False
         if interval is not None and interval != node.interval:
             return False  # a new interval moves the timeout (and is shown)
@@ -455,27 +508,32 @@ class HeartbeatTracker:
             return False  # first heartbeat, a duplicate or a reboot
         if node.last_boot is None:
             return False  # the first uptime estimates the boot time (shown)
-        latest, base = node.link_latest, node.link_base
-        if latest is None or base is None or seq <= latest:
-            return False
+        latest, fill = node.link_latest, node.link_fill
+        if latest is None or fill < 2 or seq <= latest:
+            return False  # no link quality yet (shown once there is), or not a new seq
         window = self._settings.link_window
-        mask = (1 << window) - 1
+        full = self._link_full
         bits = node.link_bits
         step = seq - latest
-        new_bits = 1 if step >= window else ((bits << step) | 1) & mask
-        # Link quality = round(100 * received / expected, 1) (_Node.link_quality): the same
-        # received and expected counts give the same quality; anything else takes the full
-        # path, which compares the rounded values.
-        if latest == base or min(window, latest - base + 1) != min(window, seq - base + 1):
-            return False
-        if (bits & mask).bit_count() != new_bits.bit_count():
-            return False
+        perfect = step == 1 and bits is full and fill > window  # stays perfect: nothing moves
+        if not perfect:
+            new_fill = min(window + 1, fill + step)
+            new_bits = 1 if step >= window else ((bits << step) | 1) & full
+            # Link quality = round(100 * received / expected, 1) (_Node.link_quality): the same
+            # received and expected counts give the same quality; anything else takes the full
+            # path, which compares the rounded values.
+            if min(window, fill) != min(window, new_fill):
+                return False
+            if (bits & full).bit_count() != new_bits.bit_count():
+                return False
         now = self._clock()
         last_seen = node.last_seen
         if last_seen is None or now < last_seen:
             return False
         node.last_seen = now
-        node.link_bits = new_bits
+        if not perfect:
+            node.link_bits = full if new_bits == full else new_bits
+            node.link_fill = new_fill
         node.link_latest = seq
         node.seq = seq
         node.uptime = uptime
@@ -523,6 +581,12 @@ class HeartbeatTracker:
         if connected == self._broker_connected:
             return out
         self._broker_connected = connected
+        if not connected:
+            # Wills still held now came with the loss of our own link: a broker shutting down.
+            for node in self._nodes.values():
+                if node.will_due is not None:
+                    node.will_due = None
+                    self.wills_ignored += 1
         if connected:
             # Deadlines only move later, so the heap invariant holds without any push.
             self._grace_from = self._clock()
@@ -639,6 +703,8 @@ class HeartbeatTracker:
         if state is not Availability.UNKNOWN:
             last_event = state  # only an unknown node may differ from its last event
         interval = _opt_number(entry.get("interval"), positive=True)
+        if interval is not None:
+            interval = self._share(interval)
         override = _opt_number(entry.get("override"), positive=True)
         reboots = _opt_int(entry.get("reboots")) or 0
         last_boot = _opt_number(entry.get("last_boot"))
@@ -659,6 +725,15 @@ class HeartbeatTracker:
         )
 
     # ---------------------------------------------------------------- state changes
+
+    def _share(self, interval: float) -> float:
+        """The one float object for this interval value (past _SHARED_INTERVALS: itself)."""
+        shared = self._intervals.get(interval)
+        if shared is None:
+            shared = interval
+            if len(self._intervals) < _SHARED_INTERVALS:
+                self._intervals[interval] = interval
+        return shared
 
     def _new_node(self, node_id: str, state: Availability, reason: str) -> _Node:
         return _Node(
@@ -693,6 +768,10 @@ class HeartbeatTracker:
             out.changed.add(node_id)
             return node
         node.last_seen = now
+        if node.will_due is not None:
+            # The node speaks while its will is held: a reconnect race, the will never counts.
+            node.will_due = None
+            node.contradicted += 1
         state = node.state
         if state is Availability.ONLINE:
             self._schedule(node)  # a no-op unless the clock stepped back
@@ -721,6 +800,17 @@ class HeartbeatTracker:
             # Already offline (e.g. timed out before the LWT arrived): keep the better reason.
             node.reason = reason
             out.changed.add(node_id)
+
+    def _told_online(self, node: _Node) -> bool:
+        """Automations were last told the node is online (online, or unknown after a restart)."""
+        return node.state is Availability.ONLINE or (
+            node.state is Availability.UNKNOWN and node.last_event is Availability.ONLINE
+        )
+
+    def _hold_will(self, node: _Node, now: float) -> None:
+        if node.will_due is None:
+            node.will_due = now + self._settings.will_hold
+            self._schedule(node)
 
     def _contradict_will(self, node: _Node, now: float, out: Outcome) -> None:
         """A live message right after the will: the will was a race or forged.
@@ -805,7 +895,10 @@ class HeartbeatTracker:
         node.last_event = node.state
 
     def _expire(self, node: _Node, now: float, out: Outcome) -> None:
-        """Whatever is due for the node at ``now``: silence first (it is a transition)."""
+        """Whatever is due for the node at ``now``: a held will, silence, flap clearing."""
+        if node.will_due is not None and now >= node.will_due:
+            node.will_due = None
+            self._go_offline(node.node_id, REASON_WILL, now, out)
         if node.state is Availability.UNKNOWN:
             deadline = self._silence_deadline(node)
             if deadline is not None and now > deadline:
@@ -966,7 +1059,9 @@ class HeartbeatTracker:
 
     def _deadline(self, node: _Node) -> float | None:
         times = [
-            t for t in (self._silence_deadline(node), self._flap_clear_at(node)) if t is not None
+            t
+            for t in (self._silence_deadline(node), self._flap_clear_at(node), node.will_due)
+            if t is not None
         ]
         return min(times) if times else None
 
@@ -977,7 +1072,10 @@ class HeartbeatTracker:
             silence = math.nextafter(silence, math.inf)
         clear_at = self._flap_clear_at(node)
         if silence is None or (clear_at is not None and clear_at < silence):
-            return clear_at
+            silence = clear_at
+        will_due = node.will_due
+        if will_due is not None and (silence is None or will_due < silence):
+            return will_due
         return silence
 
     def _schedule(self, node: _Node) -> None:
