@@ -60,6 +60,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     harness("bench_hub.py"),
     harness("bench_relay.py"),
     harness("bench_flood.py", timeout_s=1800),
+    harness("bench_entity_cost.py"),
     script("bench_system.py"),
     script("bench_brokers.py", timeout_s=1800, quick_timeout_s=120),
 )

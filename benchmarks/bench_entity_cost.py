@@ -1,0 +1,330 @@
+"""What one node costs in Home Assistant, split into Home Assistant's part and ours (issue 14).
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_entity_cost.py -q -s -p no:cacheprovider``
+(``BENCH_SMOKE=1``: seconds). Writes ``benchmarks/results/bench_entity_cost.md``.
+
+bench_system gives the RSS of a real ``hass`` per node; this says what it is made of. In Home
+Assistant's test harness, N nodes are discovered (birth, relay, heartbeat, 5 readings each) and
+the entry is unloaded; then, with ``tracemalloc`` (one frame: the file that allocated), the
+entry is set up again from its store, as at a restart: what stays allocated after it, per
+node, grouped by the file that allocated it. The entity and device registry entries survive the
+unload (they are loaded from disk at a restart); their cost is measured by loading the entry's
+part of both registries into fresh registry objects from storage. The same is done, in the
+same run, for the floor: the same number of devices with 10 minimal ``SensorEntity`` each
+(unique id, device info, a name, a value; no listener, no restore), the entities a node has
+enabled by default. CPU per node of the re-setup: median of 5 without tracemalloc. Python
+objects only: RSS is larger (allocator arenas, fragmentation).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+import gc
+import json
+from pathlib import Path
+import statistics
+import time
+import tracemalloc
+from typing import Any
+
+from _benchlib import SMOKE, report, table
+from homeassistant import config_entries
+from homeassistant.components.sensor import SensorEntity
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.json import json_bytes
+from homeassistant.util.json import json_loads
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    MockModule,
+    MockPlatform,
+    async_fire_mqtt_message,
+    mock_config_flow,
+    mock_integration,
+    mock_platform,
+)
+
+from custom_components.heartbeat_iot.const import (
+    CONF_HOME_ID,
+    CONF_MAX_NODES,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+)
+
+N = 10 if SMOKE else 300
+REPS = 1 if SMOKE else 5
+FLOOR_PER_NODE = 10  # what a node has enabled by default (tests/test_entity_footprint.py)
+HOME = "cost"
+COMMAND = ".venv/bin/python -m pytest benchmarks/bench_entity_cost.py -q -s -p no:cacheprovider"
+METRICS = (("power", "W", 40.0), ("voltage", "V", 230.0), ("current", "A", 0.2))
+METRICS += (("energy", "kWh", 12.0), ("temperature", "°C", 24.0))
+_WALL = time.perf_counter()
+
+# Innermost file of an allocation -> what it is (Home Assistant's part, or ours).
+PARTS = (
+    ("custom_components/heartbeat_iot/", "ours: our entity objects, listeners, node data"),
+    ("homeassistant/core.py", "HA: state objects (State, attributes, context)"),
+    ("homeassistant/helpers/event.py", "HA: per-entity registry and device listeners"),
+    ("homeassistant/helpers/restore_state.py", "HA: restore state bookkeeping"),
+    ("homeassistant/helpers/entity_registry.py", "HA: entity registry"),
+    ("homeassistant/helpers/device_registry.py", "HA: device registry"),
+    ("homeassistant/", "HA: entity objects' own attributes, platform"),
+)
+
+
+def _part(filename: str) -> str:
+    for fragment, part in PARTS:
+        if fragment in filename:
+            return part
+    return "other (Python, libraries; this benchmark's floor entities)"
+
+
+def _traced(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> dict[str, int]:
+    parts: dict[str, int] = defaultdict(int)
+    for stat in after.compare_to(before, "filename"):
+        parts[_part(stat.traceback[0].filename)] += stat.size_diff
+    return parts
+
+
+async def _measured(hass: HomeAssistant, entry: ConfigEntry) -> dict[str, int]:
+    """Set the entry up once under tracemalloc: what stays allocated, by part."""
+    gc.collect()
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    return _traced(before, after)
+
+
+async def _cpu_per_node(hass: HomeAssistant, entry: ConfigEntry) -> list[float]:
+    """Unload / set up again REPS times; CPU ms per node of each setup."""
+    times = []
+    for _ in range(REPS):
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+        gc.collect()
+        start = time.process_time()
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        times.append((time.process_time() - start) * 1000 / N)
+    return times
+
+
+def _publish(hass: HomeAssistant, node: str, name: str, payload: dict[str, Any]) -> None:
+    async_fire_mqtt_message(
+        hass, f"homesync/{HOME}/nodes/{node}/{name}", json.dumps(payload), qos=1
+    )
+
+
+async def _ours(hass: HomeAssistant) -> dict[str, Any]:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={CONF_HOME_ID: HOME},
+        options={**DEFAULT_OPTIONS, CONF_MAX_NODES: 4096},
+        unique_id=HOME,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    for i in range(N):
+        node = f"node-{i:04d}"
+        birth = {"online": True, "reason": "boot", "uptime": 0, "firmware": "1.0.0"}
+        _publish(hass, node, "status/online", birth)
+        _publish(hass, node, "status/relay", {"state": "off", "source": "boot"})
+        _publish(hass, node, "status/heartbeat", {"seq": 1, "uptime": 10, "interval": 30})
+        for key, unit, value in METRICS:
+            _publish(hass, node, f"telemetry/{key}", {"value": value, "unit": unit})
+        await hass.async_block_till_done()
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    again = await _measured(hass, entry)
+    registry = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    per_node = [e for e in registry if "_node-0000_" in e.unique_id]
+    enabled = len(
+        [s for s in hass.states.async_all() if s.entity_id.split(".", 1)[1].startswith("node_")]
+    )
+    return {
+        "entry": entry,
+        "again": again,
+        "cpu": await _cpu_per_node(hass, entry),
+        "enabled": enabled / N,
+        "registered": len(per_node),
+    }
+
+
+class FloorSensor(SensorEntity):
+    """Home Assistant's minimum for an entity on a device: unique id, device, name, value."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+    _attr_native_value = 1.5
+
+    def __init__(self, node: int, index: int, device: DeviceInfo) -> None:
+        """Value `index` of device `node`."""
+        self._attr_unique_id = f"floor_{node}_{index}"
+        self._attr_name = f"Value {index}"
+        self._attr_device_info = device
+
+
+async def _floor(hass: HomeAssistant) -> dict[str, Any]:
+    async def setup_platform(
+        hass: HomeAssistant, entry: ConfigEntry, add: AddConfigEntryEntitiesCallback
+    ) -> None:
+        devices = [
+            DeviceInfo(identifiers={("floor", f"dev{n}")}, name=f"Dev {n}") for n in range(N)
+        ]
+        add([FloorSensor(n, k, devices[n]) for n in range(N) for k in range(FLOOR_PER_NODE)])
+
+    async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+        await hass.config_entries.async_forward_entry_setups(entry, ["sensor"])
+        return True
+
+    async def unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+        return await hass.config_entries.async_unload_platforms(entry, ["sensor"])
+
+    class FloorFlow(config_entries.ConfigFlow):
+        VERSION = 1
+
+    mock_integration(
+        hass, MockModule("floor", async_setup_entry=setup_entry, async_unload_entry=unload_entry)
+    )
+    mock_platform(hass, "floor.sensor", MockPlatform(async_setup_entry=setup_platform))
+    mock_platform(hass, "floor.config_flow", None)
+    with mock_config_flow("floor", FloorFlow):
+        entry = MockConfigEntry(domain="floor")
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+        again = await _measured(hass, entry)
+        cpu = await _cpu_per_node(hass, entry)
+    return {"again": again, "cpu": cpu, "entry": entry}
+
+
+async def _registry_entries(
+    hass: HomeAssistant, hass_storage: dict[str, Any], entry: ConfigEntry
+) -> float:
+    """Bytes per node of the entry's entity and device registry entries, loaded from disk.
+
+    The live registries' content (only this entry's items) is written to the mocked storage and
+    loaded into fresh registry objects under tracemalloc, as Home Assistant does at start.
+    """
+    entity_data = json_loads(json_bytes(er.async_get(hass)._data_to_save()))
+    device_data = json_loads(json_bytes(dr.async_get(hass)._data_to_save()))
+    entity_data["entities"] = [
+        e for e in entity_data["entities"] if e["config_entry_id"] == entry.entry_id
+    ]
+    entity_data["deleted_entities"] = []
+    device_data["devices"] = [
+        d for d in device_data["devices"] if entry.entry_id in d["config_entries"]
+    ]
+    device_data["deleted_devices"] = []
+    for key, data, major, minor in (
+        (er.STORAGE_KEY, entity_data, er.STORAGE_VERSION_MAJOR, er.STORAGE_VERSION_MINOR),
+        (dr.STORAGE_KEY, device_data, dr.STORAGE_VERSION_MAJOR, dr.STORAGE_VERSION_MINOR),
+    ):
+        hass_storage[key] = {"version": major, "minor_version": minor, "key": key, "data": data}
+    entities, devices = er.EntityRegistry(hass), dr.DeviceRegistry(hass)
+    gc.collect()
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    await entities.async_load()
+    await devices.async_load()
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    assert len(entities.entities) == len(entity_data["entities"])
+    return sum(_traced(before, after).values()) / N
+
+
+def _kb(value: float) -> str:
+    return f"{value / 1024:.1f}"
+
+
+async def test_bench_entity_cost(
+    hass: HomeAssistant, mqtt_mock: Any, hass_storage: dict[str, Any]
+) -> None:
+    """Ours and the floor, one after the other in the same Home Assistant."""
+    ours = await _ours(hass)
+    floor = await _floor(hass)
+    ours_registry = await _registry_entries(hass, hass_storage, ours["entry"])
+    floor_registry = await _registry_entries(hass, hass_storage, floor["entry"])
+
+    parts = sorted({*ours["again"], *floor["again"]}, key=lambda p: -ours["again"].get(p, 0))
+    rows = [
+        [part, _kb(ours["again"].get(part, 0) / N), _kb(floor["again"].get(part, 0) / N)]
+        for part in parts
+        if abs(ours["again"].get(part, 0)) + abs(floor["again"].get(part, 0)) >= N * 50
+    ]
+    ours_setup = sum(ours["again"].values())
+    floor_setup = sum(floor["again"].values())
+    rows += [
+        [
+            "**setup from the store, in all**",
+            f"**{_kb(ours_setup / N)}**",
+            f"**{_kb(floor_setup / N)}**",
+        ],
+        [
+            f"entity registry entries ({ours['registered']} per node, disabled ones included) "
+            "and the device, loaded from disk",
+            _kb(ours_registry),
+            _kb(floor_registry),
+        ],
+        [
+            "**per node, traced**",
+            f"**{_kb(ours_setup / N + ours_registry)}**",
+            f"**{_kb(floor_setup / N + floor_registry)}**",
+        ],
+        [
+            "per enabled entity (setup from the store)",
+            _kb(ours_setup / N / ours["enabled"]),
+            _kb(floor_setup / N / FLOOR_PER_NODE),
+        ],
+    ]
+    cpu_rows = [
+        [
+            "ours (a node's entities from the store)",
+            f"{statistics.median(ours['cpu']):.2f}",
+            f"{min(ours['cpu']):.2f}–{max(ours['cpu']):.2f}",
+        ],
+        [
+            f"floor ({FLOOR_PER_NODE} minimal sensors on a device)",
+            f"{statistics.median(floor['cpu']):.2f}",
+            f"{min(floor['cpu']):.2f}–{max(floor['cpu']):.2f}",
+        ],
+    ]
+    report(
+        "bench_entity_cost",
+        "bench_entity_cost — what a node costs in Home Assistant, HA's part and ours",
+        COMMAND,
+        [
+            f"- {N:,} nodes (birth, relay, heartbeat, {len(METRICS)} readings each), then the "
+            "entry set up again from its store under `tracemalloc` (innermost frame), after "
+            "`gc.collect()`",
+            f"- per node: {ours['enabled']:.1f} entities enabled, {ours['registered']} in the "
+            "entity registry (the others disabled by default; they are not built at start)",
+            f"- floor: {N:,} devices × {FLOOR_PER_NODE} minimal `SensorEntity` (unique id, "
+            "device info, name, value), measured the same way in the same run",
+            f"- CPU: median of {REPS} unload + setup cycles, without tracemalloc",
+        ],
+        [
+            (
+                "1. Python memory per node (KB, tracemalloc), by what allocated it",
+                table(["part", "ours", "floor"], rows)
+                + "\n\nRSS per node in a real `hass` (bench_system) is about 2.3–2.5× the "
+                "traced total: allocator arenas and fragmentation come on top.",
+            ),
+            (
+                "2. CPU per node of a setup from the store (ms)",
+                table(["entry", "median", "spread"], cpu_rows),
+            ),
+        ],
+        time.perf_counter() - _WALL,
+    )
+    print(Path(__file__).name, "done")
