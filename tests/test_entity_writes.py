@@ -16,6 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.heartbeat_iot.const import CONF_OFFLINE_RATIO, DEFAULT_OPTIONS, DOMAIN
 
+from .command_helpers import go_offline
 from .conftest import HOME, publish
 
 
@@ -28,10 +29,6 @@ def entity_id(hass: HomeAssistant, platform: str, unique_id: str) -> str:
 def heartbeat(hass: HomeAssistant, node: str, seq: int, interval: int = 30) -> None:
     payload = {"seq": seq, "uptime": 10 + seq, "interval": interval}
     publish(hass, node, "status", "heartbeat", payload)
-
-
-def go_offline(hass: HomeAssistant, node: str) -> None:
-    publish(hass, node, "status", "online", {"online": False, "reason": "shutdown"})
 
 
 async def test_fleet_degraded_attribute_follows_the_offline_ratio(

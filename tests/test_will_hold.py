@@ -32,29 +32,22 @@ from .command_helpers import advance
 from .conftest import publish
 from .fakes import FakeClock
 from .test_availability import connectivity, heartbeat
+from .test_tracker import T0, hb, kinds, lwt, make
 
-T0 = 1_700_000_000.0
 OFFLINE = f"{DOMAIN}_node_offline"
 ONLINE = f"{DOMAIN}_node_online"
 
 
 def online_tracker(**settings: float) -> tuple[HeartbeatTracker, FakeClock]:
-    clock = FakeClock(T0)
-    tracker = HeartbeatTracker(TrackerSettings(**settings), clock)  # type: ignore[arg-type]
-    tracker.on_heartbeat("n1", seq=0, uptime=100, interval=30, retained=False)
+    """An online node with the hold (test_tracker's make() takes wills at once)."""
+    tracker, clock = make(TrackerSettings(**settings))  # type: ignore[arg-type]
+    hb(tracker, interval=30)
     return tracker, clock
-
-
-def will(tracker: HeartbeatTracker, *, retained: bool = False) -> list[tuple[EventType, str]]:
-    out = tracker.on_online_status(
-        "n1", False, reason="unexpected_disconnect", uptime=None, retained=retained
-    )
-    return [(e.type, e.reason) for e in out.events]
 
 
 def tick_at(tracker: HeartbeatTracker, clock: FakeClock, at: float) -> list[tuple[EventType, str]]:
     clock.now = at
-    return [(e.type, e.reason) for e in tracker.tick().events]
+    return kinds(tracker.tick())
 
 
 # ---------------------------------------------------------------- the pure tracker
@@ -62,7 +55,7 @@ def tick_at(tracker: HeartbeatTracker, clock: FakeClock, at: float) -> list[tupl
 
 def test_a_live_will_counts_after_the_hold() -> None:
     tracker, clock = online_tracker()
-    assert will(tracker) == []
+    assert kinds(lwt(tracker)) == []
     assert tracker.state("n1") is Availability.ONLINE  # held, not yet believed
     assert tracker.next_deadline() == T0 + 1.0  # the glue's one timer wakes for it
     assert tick_at(tracker, clock, T0 + 0.99) == []
@@ -72,7 +65,7 @@ def test_a_live_will_counts_after_the_hold() -> None:
 
 def test_a_will_followed_by_the_loss_of_our_link_is_a_broker_shutdown() -> None:
     tracker, clock = online_tracker()
-    will(tracker)
+    lwt(tracker)
     clock.now = T0 + 0.005
     assert tracker.set_broker_connected(False).events == []
     assert tracker.wills_ignored == 1
@@ -86,7 +79,7 @@ def test_a_will_followed_by_the_loss_of_our_link_is_a_broker_shutdown() -> None:
 
 def test_the_node_speaking_during_the_hold_drops_its_will() -> None:
     tracker, clock = online_tracker()
-    will(tracker)
+    lwt(tracker)
     clock.now = T0 + 0.3
     out = tracker.on_online_status("n1", True, reason="reconnect", uptime=101, retained=False)
     assert out.events == []
@@ -99,27 +92,27 @@ def test_the_node_speaking_during_the_hold_drops_its_will() -> None:
 
 def test_a_retained_will_of_an_online_node_is_left_to_its_timeout() -> None:
     tracker, clock = online_tracker()
-    assert will(tracker, retained=True) == []
+    assert kinds(lwt(tracker, retained=True)) == []
     assert tick_at(tracker, clock, T0 + 5) == []
     assert tracker.state("n1") is Availability.ONLINE
     assert tick_at(tracker, clock, T0 + 90.01) == [(EventType.OFFLINE, "timeout")]
 
 
 def test_a_retained_will_of_a_node_never_heard_is_still_its_offline_baseline() -> None:
-    tracker = HeartbeatTracker(TrackerSettings(), FakeClock(T0))
-    assert will(tracker, retained=True) == []
+    tracker, _clock = make(TrackerSettings())
+    assert kinds(lwt(tracker, retained=True)) == []
     assert tracker.state("n1") is Availability.OFFLINE
 
 
 def test_the_nodes_own_offline_message_counts_at_once() -> None:
     tracker, _clock = online_tracker()
     out = tracker.on_online_status("n1", False, reason="shutdown", uptime=None, retained=False)
-    assert [(e.type, e.reason) for e in out.events] == [(EventType.OFFLINE, "shutdown")]
+    assert kinds(out) == [(EventType.OFFLINE, "shutdown")]
 
 
 def test_no_hold_is_the_old_fast_path() -> None:
     tracker, _clock = online_tracker(will_hold=0.0)
-    assert will(tracker) == [(EventType.OFFLINE, "unexpected_disconnect")]
+    assert kinds(lwt(tracker)) == [(EventType.OFFLINE, "unexpected_disconnect")]
 
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), True])
@@ -131,7 +124,7 @@ def test_the_hold_must_be_a_number_not_below_zero(bad: float) -> None:
 # ---------------------------------------------------------------- through Home Assistant
 
 
-def lwt(hass: HomeAssistant, node: str) -> None:
+def publish_will(hass: HomeAssistant, node: str) -> None:
     publish(hass, node, "status", "online", {"online": False, "reason": "unexpected_disconnect"})
 
 
@@ -148,8 +141,8 @@ async def test_broker_shutdown_wills_fire_no_offline_event(
     await hass.async_block_till_done()
     # What mosquitto does on SIGTERM: every client's will, then it closes our link.
     with caplog.at_level(logging.INFO):
-        lwt(hass, "plug")
-        lwt(hass, "lamp")
+        publish_will(hass, "plug")
+        publish_will(hass, "lamp")
         await hass.async_block_till_done()
         assert connectivity(hass, "plug") == STATE_ON
         async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
@@ -176,7 +169,7 @@ async def test_a_heartbeat_during_the_hold_drops_the_will(
     for seq in range(25):  # past the 20-heartbeat link window: nothing visible changes any more
         heartbeat(hass, "plug", seq, 10 + seq)
         await advance(hass, freezer, 1)
-    lwt(hass, "plug")
+    publish_will(hass, "plug")
     await advance(hass, freezer, 0.3)
     heartbeat(hass, "plug", 25, 35)
     await advance(hass, freezer, 5)
@@ -190,7 +183,7 @@ async def test_a_real_will_still_turns_the_node_offline_within_two_seconds(
     offline = async_capture_events(hass, OFFLINE)
     heartbeat(hass, "plug", 0, 10)
     await hass.async_block_till_done()
-    lwt(hass, "plug")
+    publish_will(hass, "plug")
     await advance(hass, freezer, 0.4)
     assert connectivity(hass, "plug") == STATE_ON
     await advance(hass, freezer, 1.6)  # the hold, then the timer's 0.5 s grid
