@@ -37,18 +37,16 @@ from typing import Any
 import uuid
 
 from _benchlib import SMOKE, Target, fmt_stat, report, reps, table
-from homeassistant.components import mqtt
 from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from paho.mqtt import client as paho
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
+from custom_components.heartbeat_iot.const import DOMAIN
 from devstack.firmware import load_test_harness
+from tests.e2e.inprocess import ha_mqtt_socket, homesync_on_broker, running_mosquitto, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = "bench"
@@ -62,10 +60,9 @@ COMMAND = ".venv/bin/python -m pytest benchmarks/bench_relay.py -q -s -p no:cach
 harness = load_test_harness()
 # The firmware remembers every request id of the last 120 s (exactly-once) and answers "busy"
 # beyond `request_memory` (default 256) of them; this benchmark sends ~3 000 commands in a few
-# minutes, so the node remembers up to 4 096. Under MicroPython's bounded heap the node then
-# answered "out of memory" (256 KiB heap: also with the default request memory, after a few
-# hundred commands 20 ms apart; reported to the firmware work): the benchmark measures
-# latency, so the same firmware runs on CPython here, for the raw and the HA variants alike.
+# minutes, so the node remembers up to 4 096. That many ids (~100 B each) do not fit the 256 KiB
+# MicroPython heap of the tests: the benchmark measures latency, so the same firmware runs on
+# CPython here, for the raw and the HA variants alike.
 RUNTIME = "cpython"
 REQUEST_MEMORY = 4096
 
@@ -145,21 +142,8 @@ class RawRequester:
 @pytest.fixture
 def broker(socket_enabled: None, tmp_path: Path) -> Iterator[Any]:
     """A real mosquitto (set_tcp_nodelay true) on a free loopback port."""
-    for attempt in range(3):
-        workdir = tmp_path / f"broker{attempt}"
-        workdir.mkdir()
-        server = harness.Broker(str(workdir))
-        server.start()
-        time.sleep(0.1)
-        if server.proc is not None and server.proc.poll() is None:
-            break
-        server.stop()
-    else:
-        pytest.fail("mosquitto did not stay up on a free port")
-    try:
+    with running_mosquitto(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -188,18 +172,9 @@ def node(broker: Any, tmp_path: Path) -> Iterator[Any]:
         proc.close()
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
-
-
 def ha_socket(hass: HomeAssistant) -> socket.socket:
-    sock = hass.data[mqtt.DOMAIN].client._mqttc.socket()  # the benchmark may look inside
-    assert isinstance(sock, socket.socket)
+    sock = ha_mqtt_socket(hass)
+    assert sock is not None
     return sock
 
 
@@ -309,68 +284,44 @@ def summarize(samples: dict[str, list[list[float]]]) -> tuple[list[list[str]], l
 async def test_bench_relay(hass: HomeAssistant, broker: Any, node: Any) -> None:
     """Measure, print and write the table (no timing assertions: a benchmark, not a test)."""
     wall = time.perf_counter()
-    mqtt_entry = MockConfigEntry(
-        domain=mqtt.DOMAIN,
-        data={"broker": "127.0.0.1", "port": broker.port},
-        version=1,
-        minor_version=2,
-    )
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=f"HomeSync {HOME}",
-        data={CONF_HOME_ID: HOME},
-        options=dict(DEFAULT_OPTIONS),
-        unique_id=HOME,
-    )
-    config_yaml = Path(hass.config.path("configuration.yaml"))
-    await hass.async_add_executor_job(config_yaml.write_text, "")
     raw: RawRequester | None = None
     try:
-        mqtt_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-        await wait_until(lambda: mqtt.is_connected(hass), 10, "HA's MQTT client connected")
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        await hass.async_add_executor_job(node.start)
-        registry = er.async_get(hass)
-        relay_id = await wait_until(
-            lambda: registry.async_get_entity_id("switch", DOMAIN, f"{HOME}_{NODE}_relay"),
-            20,
-            "the node's relay switch",
-        )
-        await wait_until(
-            lambda: (s := hass.states.get(relay_id)) is not None and s.state in ("on", "off"),
-            20,
-            f"the relay state ({hass.states.get(relay_id)})",
-        )
-        sock = ha_socket(hass)
-        set_by_us = nodelay(sock)
-        raw = await hass.async_add_executor_job(RawRequester, broker.port)
+        async with homesync_on_broker(hass, broker.port, HOME, connect_timeout=10):
+            await hass.async_add_executor_job(node.start)
+            registry = er.async_get(hass)
+            relay_id = await wait_until(
+                lambda: registry.async_get_entity_id("switch", DOMAIN, f"{HOME}_{NODE}_relay"),
+                20,
+                "the node's relay switch",
+            )
+            await wait_until(
+                lambda: (s := hass.states.get(relay_id)) is not None and s.state in ("on", "off"),
+                20,
+                f"the relay state ({hass.states.get(relay_id)})",
+            )
+            sock = ha_socket(hass)
+            set_by_us = nodelay(sock)
+            raw = await hass.async_add_executor_job(RawRequester, broker.port)
 
-        runner = Runner(hass, relay_id, sock, raw, restore=set_by_us)
-        variants: list[tuple[str, Callable[[int], Any]]] = [
-            ("raw", runner.raw_paho),
-            ("ours", runner.ours),
-            ("stock", runner.stock),
-        ]
-        for _key, run in variants:
-            await run(WARMUP)
-        samples: dict[str, list[list[float]]] = {key: [] for key, _ in variants}
-        n_reps = reps()
-        for rep in range(n_reps):
-            shift = rep % len(variants)
-            for key, run in variants[shift:] + variants[:shift]:
-                samples[key].append(await run(COMMANDS))
-            print(f"rep {rep + 1}/{n_reps} done", flush=True)
-        still_set = nodelay(ha_socket(hass))
+            runner = Runner(hass, relay_id, sock, raw, restore=set_by_us)
+            variants: list[tuple[str, Callable[[int], Any]]] = [
+                ("raw", runner.raw_paho),
+                ("ours", runner.ours),
+                ("stock", runner.stock),
+            ]
+            for _key, run in variants:
+                await run(WARMUP)
+            samples: dict[str, list[list[float]]] = {key: [] for key, _ in variants}
+            n_reps = reps()
+            for rep in range(n_reps):
+                shift = rep % len(variants)
+                for key, run in variants[shift:] + variants[:shift]:
+                    samples[key].append(await run(COMMANDS))
+                print(f"rep {rep + 1}/{n_reps} done", flush=True)
+            still_set = nodelay(ha_socket(hass))
     finally:
         if raw is not None:
             await hass.async_add_executor_job(raw.close)
-        for config_entry in (entry, mqtt_entry):
-            if config_entry.state is ConfigEntryState.LOADED:
-                await hass.config_entries.async_unload(config_entry.entry_id)
-        await hass.async_block_till_done()
     wall = time.perf_counter() - wall
 
     rows, targets = summarize(samples)

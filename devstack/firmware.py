@@ -10,6 +10,7 @@ confirms the new version (docs/protocol.md, "Firmware updates").
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -41,8 +42,10 @@ def build_bundle(config_dir: Path) -> dict[str, Any]:
     return info
 
 
+@functools.cache
 def load_test_harness() -> ModuleType:
-    """The firmware tests' broker/node/peer harness (``firmware/tests/harness.py``), by path.
+    """The firmware tests' broker/node/peer harness (``firmware/tests/harness.py``), by path;
+    loaded once, so every caller shares its classes.
 
     Importing it as ``firmware.tests.harness`` would run ``firmware/__init__.py``, which puts
     the firmware folder (``main.py``, ``boot.py`` ...) at the front of the caller's sys.path.

@@ -103,13 +103,28 @@ async def start(
 ) -> Callable[[], Awaitable[MockConfigEntry]]:
     hass.config.internal_url = URL
 
-    async def _start() -> MockConfigEntry:
+    async def _start(max_parallel: int = 2) -> MockConfigEntry:
         ota_entry.add_to_hass(hass)
+        hass.config_entries.async_update_entry(
+            ota_entry, options={**ota_entry.options, CONF_MAX_PARALLEL_UPDATES: max_parallel}
+        )
         assert await hass.config_entries.async_setup(ota_entry.entry_id)
         await hass.async_block_till_done()
         return ota_entry
 
     return _start
+
+
+@pytest.fixture
+async def offered(
+    hass: HomeAssistant, start: Callable[..., Awaitable[MockConfigEntry]], write_bundle: Any
+) -> MockConfigEntry:
+    """Bundle 0.2.0 on offer, our entry started, plug1 online running 0.1.0."""
+    write_bundle("0.2.0")
+    entry = await start()
+    node_up(hass, "plug1")
+    await settle()
+    return entry
 
 
 def node_up(hass: HomeAssistant, node: str, version: str = "0.1.0") -> None:
@@ -149,6 +164,15 @@ def install(hass: HomeAssistant, node: str) -> asyncio.Task[Any]:
             UPDATE_DOMAIN, SERVICE_INSTALL, {ATTR_ENTITY_ID: entity(hass, node)}, blocking=True
         )
     )
+
+
+async def begin_install(
+    hass: HomeAssistant, mqtt_mock: Any, node: str = "plug1"
+) -> tuple[asyncio.Task[Any], str]:
+    """The install action running, its update command sent: the task and the request id."""
+    task = install(hass, node)
+    await settle()
+    return task, ota_commands(mqtt_mock, node)[0]["request_id"]
 
 
 def ota(hass: HomeAssistant, node: str, rid: str, status: str, **extra: Any) -> None:
@@ -282,17 +306,10 @@ async def test_install_runs_until_the_node_reports_the_new_version(
 async def test_success_answer_alone_does_not_confirm(
     hass: HomeAssistant,
     mqtt_mock: Any,
-    start: Callable[[], Awaitable[MockConfigEntry]],
-    write_bundle: Any,
+    offered: MockConfigEntry,
     freezer: Any,
 ) -> None:
-    write_bundle("0.2.0")
-    await start()
-    node_up(hass, "plug1")
-    await settle()
-    task = install(hass, "plug1")
-    await settle()
-    rid = ota_commands(mqtt_mock)[0]["request_id"]
+    task, rid = await begin_install(hass, mqtt_mock)
     ota(hass, "plug1", rid, "success", version="0.2.0")  # but it still reports 0.1.0
     await settle()
     assert not task.done()
@@ -315,18 +332,11 @@ async def test_success_answer_alone_does_not_confirm(
 async def test_node_errors_become_translated_install_errors(
     hass: HomeAssistant,
     mqtt_mock: Any,
-    start: Callable[[], Awaitable[MockConfigEntry]],
-    write_bundle: Any,
+    offered: MockConfigEntry,
     answer: dict[str, Any],
     message: str,
 ) -> None:
-    write_bundle("0.2.0")
-    await start()
-    node_up(hass, "plug1")
-    await settle()
-    task = install(hass, "plug1")
-    await settle()
-    rid = ota_commands(mqtt_mock)[0]["request_id"]
+    task, rid = await begin_install(hass, mqtt_mock)
     ota(hass, "plug1", "someone-else", "error", error="busy")  # not ours: ignored
     await settle()
     assert not task.done()
@@ -357,16 +367,10 @@ async def test_offline_node_cannot_be_updated(
 async def test_silent_node_times_out(
     hass: HomeAssistant,
     mqtt_mock: Any,
-    start: Callable[[], Awaitable[MockConfigEntry]],
-    write_bundle: Any,
+    offered: MockConfigEntry,
     freezer: Any,
 ) -> None:
-    write_bundle("0.2.0")
-    await start()
-    node_up(hass, "plug1")
-    await settle()
-    task = install(hass, "plug1")
-    await settle()
+    task, _rid = await begin_install(hass, mqtt_mock)
     await advance(hass, freezer, fw.ANSWER_TIMEOUT + 2)
     with pytest.raises(HomeAssistantError, match="did not answer the update"):
         await task
@@ -463,9 +467,8 @@ async def test_diagnostics_show_the_offer_and_running_updates_without_tokens(
     entry = await start()
     node_up(hass, "plug1")
     await settle()
-    task = install(hass, "plug1")
-    await settle()
-    ota(hass, "plug1", ota_commands(mqtt_mock)[0]["request_id"], "downloading", progress=30)
+    task, rid = await begin_install(hass, mqtt_mock)
+    ota(hass, "plug1", rid, "downloading", progress=30)
     await settle()
     diag = await async_get_config_entry_diagnostics(hass, entry)
     updates = diag["firmware_updates"]
@@ -483,16 +486,10 @@ async def test_unload_cancels_running_and_waiting_updates(
     hass: HomeAssistant,
     mqtt_mock: Any,
     write_bundle: Any,
-    ota_entry: MockConfigEntry,
+    start: Callable[..., Awaitable[MockConfigEntry]],
 ) -> None:
-    hass.config.internal_url = URL
-    ota_entry.add_to_hass(hass)
-    hass.config_entries.async_update_entry(
-        ota_entry, options={**ota_entry.options, CONF_MAX_PARALLEL_UPDATES: 1}
-    )
     write_bundle("0.2.0")
-    assert await hass.config_entries.async_setup(ota_entry.entry_id)
-    await hass.async_block_till_done()
+    ota_entry = await start(max_parallel=1)
     for node in ("plug1", "plug2"):
         node_up(hass, node)
     await settle()
@@ -530,17 +527,11 @@ async def test_a_waiting_update_fails_when_its_node_or_the_offer_changed(
     hass: HomeAssistant,
     mqtt_mock: Any,
     write_bundle: Any,
-    ota_entry: MockConfigEntry,
+    start: Callable[..., Awaitable[MockConfigEntry]],
     bundle_dir: Path,
 ) -> None:
-    hass.config.internal_url = URL
-    ota_entry.add_to_hass(hass)
-    hass.config_entries.async_update_entry(
-        ota_entry, options={**ota_entry.options, CONF_MAX_PARALLEL_UPDATES: 1}
-    )
     write_bundle("0.2.0")
-    assert await hass.config_entries.async_setup(ota_entry.entry_id)
-    await hass.async_block_till_done()
+    ota_entry = await start(max_parallel=1)
     firmware = ota_entry.runtime_data.firmware
     for node in ("plug1", "plug2", "plug3"):
         node_up(hass, node)
@@ -570,13 +561,8 @@ async def test_a_waiting_update_fails_when_its_node_or_the_offer_changed(
 async def test_publish_failure_ends_the_update(
     hass: HomeAssistant,
     mqtt_mock: Any,
-    start: Callable[[], Awaitable[MockConfigEntry]],
-    write_bundle: Any,
+    offered: MockConfigEntry,
 ) -> None:
-    write_bundle("0.2.0")
-    await start()
-    node_up(hass, "plug1")
-    await settle()
     mqtt_mock.async_publish.side_effect = HomeAssistantError("broker gone")
     with pytest.raises(HomeAssistantError, match="failed: broker gone"):
         await install(hass, "plug1")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 import math
+import time
+from typing import Any
 
 from homeassistant.components.sensor import (
     RestoreSensor,
@@ -17,12 +19,17 @@ from homeassistant.components.sensor import (
     SensorExtraStoredData,
     SensorStateClass,
 )
-from homeassistant.const import PERCENTAGE, EntityCategory, Platform
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import restore_state
+from homeassistant.components.sensor.const import NON_NUMERIC_DEVICE_CLASSES
+from homeassistant.const import MAX_LENGTH_STATE_STATE, PERCENTAGE, EntityCategory, Platform
+from homeassistant.core import HomeAssistant, StateMachine, callback
+from homeassistant.core_config import DATA_CUSTOMIZE
+from homeassistant.helpers import device_registry as dr, entity_registry as er, restore_state
+from homeassistant.helpers.entity import FLOAT_PRECISION, EntityPlatformState, StateInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import UNDEFINED, StateType
 from homeassistant.util import dt as dt_util
+from homeassistant.util.enum import try_parse_enum
+from homeassistant.util.hass_dict import HassDict
 
 from .const import (
     HUB,
@@ -269,6 +276,30 @@ def _cached_reading(hass: HomeAssistant, entity_id: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# Entity._stringify_state's format of a float state.
+_FLOAT_FORMAT = f".{FLOAT_PRECISION}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _WriteTemplate:
+    """What HA's write of a reading sensor computed besides the state, and for what.
+
+    Valid while `registry_entry`, `device_entry` and `customize` are the entity's / Home
+    Assistant's current objects; a (re)add of the entity drops it. `attributes` None: the fast
+    path is refused for these (e.g. a unit conversion the user chose): HA's write each time.
+    """
+
+    registry_entry: er.RegistryEntry | None
+    device_entry: dr.DeviceEntry | None
+    hass_data: HassDict
+    customize: Any
+    states: StateMachine
+    entity_id: str
+    state_info: StateInfo | None
+    force_update: bool
+    attributes: Mapping[str, Any] | None
+
+
 class MetricSensor(HomeSyncNodeEntity, SensorEntity):
     """One telemetry metric of a node (or its Wi-Fi signal).
 
@@ -276,6 +307,9 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
     Home Assistant's restore cache need not hold a second copy of every sensor's state for
     the whole run and write it every 15 minutes.
     """
+
+    # Built by the first fast write (a class default until then: no slot per instance).
+    _write_template: _WriteTemplate | None = None
 
     def __init__(self, data: HomeSyncRuntimeData, node_id: str, spec: MetricSpec) -> None:
         """Describe the sensor from the metric catalogue."""
@@ -285,6 +319,8 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
     async def async_added_to_hass(self) -> None:
         """No stored reading (a store from before issue 14): Home Assistant's cache has it."""
         await super().async_added_to_hass()
+        if self._write_template is not None:  # re-added: entity id, state info… may be new
+            self._write_template = None
         values = self.data.nodes[self.node_id].values
         if self.key in values:
             return
@@ -311,7 +347,124 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
     @callback
     def _handle_update(self) -> None:
         """A new reading: the registry only notifies changed values, so write (fast path)."""
-        self.async_write_changed()
+        self._last_shown = None  # what async_write_changed() does: the next status compares
+        if not self._async_write_reading():
+            self.async_write_ha_state()
+
+    @callback
+    def _async_write_reading(self) -> bool:
+        """Write the reading exactly as Home Assistant's write would; False: take HA's write.
+
+        Issue 14: `async_write_ha_state()` recomputes on every write what cannot have changed
+        since the last one (capability attributes, unit, device class, name, icon, the
+        registry's capabilities…), about a third of a plain sensor's write. For the common
+        case (a finite int/float reading shown as it is: no unit conversion, a numeric device
+        class, available, no `reason`) this writes the state HA makes of such a value with the
+        attributes HA computed the last time (`_WriteTemplate`). They stay valid while the
+        registry entry, the device entry and the customize config are the same objects: HA
+        replaces each when it changes (and then writes through its own path). Anything else
+        takes HA's write. tests/test_sensor_write_path.py proves that both write the same
+        state and attributes (docs/architecture.md §3, step 7).
+        """
+        node = self.data.nodes.find(self.node_id)
+        if node is None or (value := node.values.get(self.key)) is None:
+            return False  # unknown: HA's write
+        # SensorEntity.state returns such a value as it is (no conversion: checked when the
+        # template was built) and Entity._stringify_state formats it like this. Exact types
+        # only: a subclass (bool, a float subclass) takes HA's write.
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return False  # HA's write raises for it: let it
+            state = f"{value:.{FLOAT_PRECISION}}"
+        elif kind is int:
+            state = str(value)
+            if len(state) > MAX_LENGTH_STATE_STATE:
+                return False  # HA's write logs it and writes unknown
+        else:
+            return False
+        if (
+            self.key in node.unmeasured  # the `reason` attribute
+            or self._platform_state is not EntityPlatformState.ADDED
+            # A context (set with _context_set, cleared with it) that may expire: HA's write.
+            or self._context_set is not None
+            or not self.available
+        ):
+            return False
+        # Everything else the write needs is read from the template (one small object per
+        # sensor, not a dozen lookups in the entity: at 1 000 sensors each is a cache miss).
+        template = self._write_template
+        fresh = (
+            template is None
+            or template.registry_entry is not self.registry_entry
+            or template.device_entry is not self.device_entry
+            or template.customize is not template.hass_data.get(DATA_CUSTOMIZE)
+        )
+        if fresh:
+            template = self._write_template = self._build_write_template(state)
+        assert template is not None
+        if template.attributes is None:
+            return False
+        states = template.states
+        states.async_set(
+            template.entity_id,
+            state,
+            template.attributes,
+            template.force_update,
+            None,  # the entity's context: None while _context_set is (checked above)
+            template.state_info,
+            time.time(),  # what HA's write stamps the state with
+        )
+        # From now on the state machine's own (equal, read-only) attributes: one dict per
+        # sensor less, and the comparison of the next write reads one object, not two.
+        if (
+            fresh
+            and (written := states.get(template.entity_id)) is not None
+            and written.attributes == template.attributes
+        ):
+            self._write_template = replace(template, attributes=written.attributes)
+        return True
+
+    def _build_write_template(self, state: str) -> _WriteTemplate:
+        """What HA's write computes besides the state, or a refusal (attributes None)."""
+        hass = self.hass
+        entry = self.registry_entry
+        customize = hass.data.get(DATA_CUSTOMIZE)
+        template = _WriteTemplate(
+            registry_entry=entry,
+            device_entry=self.device_entry,
+            hass_data=hass.data,
+            customize=customize,
+            states=hass.states,
+            entity_id=self.entity_id,
+            state_info=self._state_info,
+            force_update=self.force_update,
+            attributes=None,
+        )
+        if (
+            entry is None
+            or entry.disabled_by is not None
+            # A unit chosen in the entity's settings (or suggested for the unit system):
+            # SensorEntity.state converts and rounds, so every write takes HA's path.
+            or self.unit_of_measurement != self.native_unit_of_measurement
+            or try_parse_enum(SensorDeviceClass, self.device_class) in NON_NUMERIC_DEVICE_CLASSES
+            or self.options is not None
+        ):
+            return template  # refused
+        # HA's own computation of this very write (state, attributes, capabilities).
+        calculated = self._async_calculate_state()
+        if (
+            calculated.state != state
+            # HA's write would update the registry first (and then the entry is a new one).
+            or calculated.capability_attributes != entry.capabilities
+            or self.device_class != entry.original_device_class
+            or (self.supported_features or 0) != entry.supported_features
+        ):
+            return template  # refused
+        attributes = dict(calculated.attributes)
+        if customize is not None and (custom := customize.get(self.entity_id)):
+            attributes |= custom  # as HA's write does, after computing
+        return replace(template, attributes=attributes)
 
 
 # --- the home's statistics (issue 10: what the seeds' status endpoints showed) ----------------

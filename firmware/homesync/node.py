@@ -29,57 +29,105 @@ class RequestMemory:
     it: a few dozen bytes per id, so 256 ids fit an ESP32 heap).  When ``full()`` the node must not
     execute a new request, or it could no longer recognise that request's retry: it answers
     ``busy`` instead (shedding load, never executing twice).
+
+    The ids live in a ring of ``capacity`` slots allocated once, at boot, while the heap is still
+    in one piece.  A dict (or a list that grows and shrinks) asks for a new, larger contiguous
+    block exactly when the node is busiest: 2.7 KB at the 128th id of a burst, which a fragmented
+    heap cannot give, so every later command was answered "out of memory" until the window
+    passed.  A lookup scans at most ``capacity`` ids, in C: microseconds, commands are rare.
     """
 
     def __init__(self, clock, capacity=REQUEST_MEMORY, window_s=REQUEST_WINDOW_S):
         self._clock = clock
         self.capacity = capacity
         self.window_ms = int(window_s * 1000)
-        self._entries = {}
-        self._order = []  # oldest first (dicts are unordered on MicroPython)
+        self._rids = [None] * capacity  # slot -> request id
+        self._entries = [None] * capacity  # slot -> entry
+        self._first = 0  # slot of the oldest id
+        self._count = 0
 
     def _expire(self):
         clock = self._clock
         now = clock.ticks_ms()
-        order = self._order
-        while order:
-            age = clock.ticks_diff(now, self._entries[order[0]][0])
+        entries = self._entries
+        while self._count:
+            first = self._first
+            age = clock.ticks_diff(now, entries[first][0])
             if 0 <= age <= self.window_ms:
                 return
-            del self._entries[order.pop(0)]
+            self._rids[first] = None
+            entries[first] = None
+            self._first = (first + 1) % self.capacity
+            self._count -= 1
+
+    def _find(self, rid):
+        rids = self._rids
+        return rids.index(rid) if rid in rids else -1
+
+    def _remove(self, slot):
+        """Close the gap at ``slot``: the younger ids move one slot towards the oldest."""
+        cap = self.capacity
+        rids = self._rids
+        entries = self._entries
+        last = (self._first + self._count - 1) % cap
+        while slot != last:
+            after = (slot + 1) % cap
+            rids[slot] = rids[after]
+            entries[slot] = entries[after]
+            slot = after
+        rids[last] = None
+        entries[last] = None
+        self._count -= 1
 
     def get(self, rid):
         self._expire()
-        return self._entries.get(rid)
+        slot = self._find(rid)
+        return None if slot < 0 else self._entries[slot]
 
     def full(self):
         self._expire()
-        return len(self._order) >= self.capacity
+        return self._count >= self.capacity
 
     def size(self):
         self._expire()
-        return len(self._order)
+        return self._count
 
     def add(self, rid, result, extra=None, persist=False, stamp=None):
         self._expire()
-        if rid in self._entries:
-            self._order.remove(rid)
-        self._entries[rid] = [self._clock.ticks_ms(), result, extra, persist, stamp]
-        self._order.append(rid)
-        while len(self._order) > self.capacity:
-            del self._entries[self._order.pop(0)]
+        slot = self._find(rid)
+        if slot >= 0:
+            self._remove(slot)
+        entry = [self._clock.ticks_ms(), result, extra, persist, stamp]
+        cap = self.capacity
+        if self._count >= cap:  # the oldest id makes room
+            self._rids[self._first] = None
+            self._entries[self._first] = None
+            self._first = (self._first + 1) % cap
+            self._count -= 1
+        slot = (self._first + self._count) % cap
+        self._rids[slot] = rid
+        self._entries[slot] = entry
+        self._count += 1
 
     def forget(self, rid):
-        if self._entries.pop(rid, None) is not None:
-            self._order.remove(rid)
+        slot = self._find(rid)
+        if slot >= 0:
+            self._remove(slot)
 
     def persisted(self, limit=PERSIST_LIMIT):
+        """The newest ``limit`` state-changing entries, oldest first.  Collected from the newest
+        end, so the list never holds more than ``limit`` (it is built at every save)."""
         out = []
-        for rid in self._order:
-            entry = self._entries[rid]
+        cap = self.capacity
+        k = self._count
+        while k and len(out) < limit:
+            k -= 1
+            slot = (self._first + k) % cap
+            entry = self._entries[slot]
             if entry[3]:
-                out.append([rid, entry[1], entry[2]])
-        return out[-limit:]
+                out.append([self._rids[slot], entry[1], entry[2]])
+        out.reverse()
+        return out
 
 
 class Node:
@@ -186,7 +234,7 @@ class Node:
             self.hal.save_state(self.state())
             self._saved_energy = self.energy_uwh
         except Exception as err:
-            self.hal.log("node: saving state failed: {}".format(err))
+            self._warn("save", "node: saving state failed: {}".format(err), 5000)
 
     def energy_unsaved(self):
         return self.energy_uwh != self._saved_energy

@@ -5,7 +5,7 @@ import json
 from fakes import UNIX_NOW, FakeHAL, parsed
 
 from homesync import protocol
-from homesync.node import REQUEST_MEMORY, Node
+from homesync.node import REQUEST_MEMORY, Node, RequestMemory
 
 CONFIG = {"home_id": "home1", "node_id": "plug-1", "heartbeat_interval": 30}
 BASE = "homesync/home1/nodes/plug-1/"
@@ -400,6 +400,40 @@ def test_request_ids_remembered_for_120_s_and_overload_answered_busy():
     assert by_topic(out)["response/command"][0]["status"] == "success"
     assert hal.relay_changes == changes + 1
     assert node.memory.size() == 1  # bounded: the expired ones were let go
+
+
+def test_request_memory_ring_keeps_the_same_ids_as_an_ordered_list():
+    """The fixed ring (no allocation that grows with a burst) remembers, expires, replaces,
+    forgets and evicts exactly like the ordered list it replaced, over a long pseudo-random run
+    that wraps the ring many times."""
+    hal = FakeHAL()
+    memory = RequestMemory(hal, capacity=8, window_s=1)
+    model = []  # [rid, ticks, result], oldest first: the reference
+    seed = 12345
+    for step in range(3000):
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        op = seed % 7
+        rid = "r{}".format((seed >> 8) % 12)
+        now = hal.clock.ticks_ms()
+        model = [m for m in model if 0 <= hal.ticks_diff(now, m[1]) <= 1000]
+        if op <= 2:
+            memory.add(rid, "res{}".format(step), persist=op == 0)
+            model = [m for m in model if m[0] != rid]
+            model.append([rid, now, "res{}".format(step), op == 0])
+            model = model[-8:]
+        elif op == 3:
+            memory.forget(rid)
+            model = [m for m in model if m[0] != rid]
+        elif op == 4:
+            hal.clock.advance((seed >> 4) % 300)
+            continue
+        entry = memory.get(rid)
+        expected = [m for m in model if m[0] == rid]
+        assert (entry[1] if entry else None) == (expected[0][2] if expected else None), step
+        assert memory.size() == len(model), step
+        assert memory.full() == (len(model) >= 8), step
+        kept = [[m[0], m[2], None] for m in model if m[3]]
+        assert memory.persisted(limit=3) == kept[-3:], step
 
 
 def test_retained_command_is_never_executed():

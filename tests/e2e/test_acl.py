@@ -18,17 +18,14 @@ import threading
 import time
 from typing import Any
 
-from homeassistant.components import mqtt
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_ON
 from homeassistant.core import HomeAssistant
 from paho.mqtt import client as paho
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.heartbeat_iot.const import CONF_HOME_ID, DOMAIN
 from devstack.mosquitto import HA_USER, HOMESYNC_ACL, Mosquitto
 
+from .inprocess import homesync_on_broker, wait_until
 from .test_real_chain import (
     HEARTBEAT_S,
     KEEPALIVE_S,
@@ -43,7 +40,6 @@ from .test_real_chain import (
     lwt_messages,
     relay_changes,
     track_states,
-    wait_until,
 )
 
 HOME = "acl"
@@ -132,38 +128,17 @@ async def acl_chain(
         mqtt={"keepalive": KEEPALIVE_S, "username": NODE, "password": passwords[NODE]},
     )
     node.start()
-    mqtt_entry = MockConfigEntry(
-        domain=mqtt.DOMAIN,
-        data={
-            "broker": "127.0.0.1",
-            "port": secured.port,
-            "username": HA_USER,
-            "password": passwords[HA_USER],
-        },
-        options={"birth_message": {}},
-        version=1,
-        minor_version=2,
-    )
-    entry = MockConfigEntry(
-        domain=DOMAIN, title=f"HomeSync {HOME}", data={CONF_HOME_ID: HOME}, unique_id=HOME
-    )
-    config_yaml = Path(hass.config.path("configuration.yaml"))
-    await hass.async_add_executor_job(config_yaml.write_text, "")
     site = Site("mosquitto", secured.port, [], secured.port, secured.port, secured)
     try:
-        mqtt_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-        await wait_until(lambda: mqtt.is_connected(hass), 15, "HA's MQTT client connected")
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        assert entry.state is ConfigEntryState.LOADED
-        yield Chain(hass, HOME, site, node, peer, hub_witness, entry, time.monotonic())
+        async with homesync_on_broker(
+            hass,
+            secured.port,
+            HOME,
+            mqtt_data={"username": HA_USER, "password": passwords[HA_USER]},
+            mqtt_options={"birth_message": {}},
+        ) as entry:
+            yield Chain(hass, HOME, site, node, peer, hub_witness, entry, time.monotonic())
     finally:
-        for config_entry in (entry, mqtt_entry):
-            if config_entry.state is ConfigEntryState.LOADED:
-                await hass.config_entries.async_unload(config_entry.entry_id)
-        await hass.async_block_till_done()
         await hass.async_add_executor_job(node.stop, 5)
         node.close()
         peer.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 import importlib.util
 import os
 from pathlib import Path
@@ -19,13 +20,11 @@ import time
 from types import ModuleType
 from typing import Any
 
-from homeassistant.components import mqtt
 from homeassistant.components.update import (
     ATTR_INSTALLED_VERSION,
     DOMAIN as UPDATE_DOMAIN,
     SERVICE_INSTALL,
 )
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
@@ -37,14 +36,14 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.heartbeat_iot.const import (
     CONF_FIRMWARE_PATH,
     CONF_HEARTBEAT_INTERVAL,
-    CONF_HOME_ID,
     CONF_MAX_PARALLEL_UPDATES,
     CONF_MIN_TIMEOUT,
     DEFAULT_OPTIONS,
     DOMAIN,
 )
 
-from .test_real_chain import harness, wait_until
+from .inprocess import homesync_on_broker, running_mosquitto, wait_until
+from .test_real_chain import harness
 
 REPO = Path(__file__).resolve().parents[2]
 HOME = "ota"
@@ -73,14 +72,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def broker(socket_enabled: None, tmp_path: Path) -> Iterator[Any]:
     """A real mosquitto on a free loopback port."""
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    server = harness.Broker(str(workdir))
-    server.start()
-    try:
+    with running_mosquitto(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -182,46 +175,22 @@ async def home(
     bundles: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
     """Returns ``start(max_parallel)``: HA's MQTT on the broker, then our entry."""
-    entries: list[MockConfigEntry] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(max_parallel: int = 2) -> MockConfigEntry:
-        mqtt_entry = MockConfigEntry(
-            domain=mqtt.DOMAIN,
-            data={"broker": "127.0.0.1", "port": broker.port},
-            version=1,
-            minor_version=2,
-        )
-        entry = MockConfigEntry(
-            domain=DOMAIN,
-            title=f"HomeSync {HOME}",
-            data={CONF_HOME_ID: HOME},
-            options={
+        async def start(max_parallel: int = 2) -> MockConfigEntry:
+            options = {
                 **DEFAULT_OPTIONS,
                 CONF_HEARTBEAT_INTERVAL: 1,
                 CONF_MIN_TIMEOUT: 5,
                 CONF_FIRMWARE_PATH: str(bundles),
                 CONF_MAX_PARALLEL_UPDATES: max_parallel,
-            },
-            unique_id=HOME,
-        )
-        entries.extend([entry, mqtt_entry])
-        config_yaml = Path(hass.config.path("configuration.yaml"))
-        await hass.async_add_executor_job(config_yaml.write_text, "")
-        mqtt_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-        await wait_until(lambda: mqtt.is_connected(hass), 10, "HA's MQTT client connected")
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        return entry
+            }
+            on_broker = homesync_on_broker(
+                hass, broker.port, HOME, options=options, connect_timeout=10
+            )
+            return await stack.enter_async_context(on_broker)
 
-    try:
         yield start
-    finally:
-        for config_entry in entries:
-            if config_entry.state is ConfigEntryState.LOADED:
-                await hass.config_entries.async_unload(config_entry.entry_id)
-        await hass.async_block_till_done()
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -37,7 +37,6 @@ import uuid
 
 from homeassistant.components import mqtt
 from homeassistant.components.switch import DOMAIN as SWITCH_DOMAIN
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr, entity_registry as er
@@ -49,7 +48,6 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.heartbeat_iot.const import (
     CONF_HEARTBEAT_INTERVAL,
-    CONF_HOME_ID,
     CONF_MIN_TIMEOUT,
     CONF_TIMEOUT_MULTIPLIER,
     DEFAULT_OPTIONS,
@@ -58,6 +56,8 @@ from custom_components.heartbeat_iot.const import (
 )
 from devstack import rabbitmq
 from devstack.firmware import load_test_harness
+
+from .inprocess import homesync_on_broker, running_mosquitto, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "plug1"
@@ -126,22 +126,9 @@ def site(request: pytest.FixtureRequest, socket_enabled: None, tmp_path: Path) -
         ports = [m.mqtt_port for m in cluster.members]
         yield Site("rabbitmq", ports[0], cluster.brokers, ports[1], ports[2], cluster)
         return
-    for attempt in range(3):
-        workdir = tmp_path / f"broker{attempt}"
-        workdir.mkdir()
-        server = harness.Broker(str(workdir))
-        server.start()
-        time.sleep(0.1)
-        if server.proc is not None and server.proc.poll() is None:
-            break
-        server.stop()  # lost the race for the port: another process listens there
-    else:
-        pytest.fail("mosquitto did not stay up on a free port")
-    port = server.port
-    try:
+    with running_mosquitto(tmp_path) as server:
+        port = server.port
         yield Site("mosquitto", port, [f"127.0.0.1:{port}"], port, port, server)
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -305,11 +292,7 @@ class Chain:
     ) -> None:
         """Wait for ``predicate``: state that, on RabbitMQ, only the live re-publication after
         the hub announcement brings (``needs``: relay state, firmware ...)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout} s waiting for {what}")
-            await asyncio.sleep(0.05)
+        await wait_until(predicate, timeout, what)
 
     async def call_switch(self, service: str) -> None:
         await self.hass.services.async_call(
@@ -338,54 +321,20 @@ async def chain(
     Depends on site, peer and node, so it is torn down first: HA disconnects while the broker
     is still there, then the node stops, then the broker.
     """
-    mqtt_entry = MockConfigEntry(
-        domain=mqtt.DOMAIN,
-        data={"broker": "127.0.0.1", "port": site.ha_port},
+    started = time.monotonic()
+    async with homesync_on_broker(
+        hass,
+        site.ha_port,
+        home,
+        options=options,
         # No "homeassistant/status" birth: its publish can still be pending when a test ends
         # right after a reconnect, and it is not part of what these tests look at.
-        options={"birth_message": {}},
-        version=1,
-        minor_version=2,
-    )
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        title=f"HomeSync {home}",
-        data={CONF_HOME_ID: home},
-        options=options,
-        unique_id=home,
-    )
-    # MQTT reads configuration.yaml; conftest gives each test an empty config folder.
-    config_yaml = Path(hass.config.path("configuration.yaml"))
-    await hass.async_add_executor_job(config_yaml.write_text, "")
-    started = time.monotonic()
-    try:
-        mqtt_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(mqtt_entry.entry_id)
-        await wait_until(lambda: mqtt.is_connected(hass), 15, "HA's MQTT client connected")
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
-        assert entry.state is ConfigEntryState.LOADED
+        mqtt_options={"birth_message": {}},
+    ) as entry:
         yield Chain(hass, home, site, node, peer, hub_witness, entry, started)
-    finally:
-        for config_entry in (entry, mqtt_entry):
-            if config_entry.state is ConfigEntryState.LOADED:
-                await hass.config_entries.async_unload(config_entry.entry_id)
-        await hass.async_block_till_done()
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` on the event loop (real time) until truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := predicate():
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def in_executor(hass: HomeAssistant, func: Callable[..., Any], *args: Any) -> Any:

@@ -7,11 +7,9 @@ a reconnect (broker restarted on the same port) gets the option again.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 import socket
-import time
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -22,41 +20,21 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.heartbeat_iot.const import CONF_HOME_ID, DEFAULT_OPTIONS, DOMAIN
-from devstack.firmware import load_test_harness
+
+from .inprocess import ha_mqtt_socket, running_mosquitto, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-harness = load_test_harness()
 
 
 @pytest.fixture
 def broker(socket_enabled: None, tmp_path: Path) -> Iterator[Any]:
     """A real mosquitto on a free loopback port."""
-    server = harness.Broker(str(tmp_path))
-    server.start()
-    try:
+    with running_mosquitto(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
-
-
-def ha_socket(hass: HomeAssistant) -> socket.socket | None:
-    sock = hass.data[mqtt.DOMAIN].client._mqttc.socket()  # the test may look inside
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def nodelay(hass: HomeAssistant) -> bool | None:
-    sock = ha_socket(hass)
+    sock = ha_mqtt_socket(hass)
     if sock is None or sock.fileno() < 0:
         return None
     return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
@@ -91,14 +69,14 @@ async def test_real_client_socket_gets_tcp_nodelay_and_keeps_it_across_reconnect
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
         assert nodelay(hass) is True
-        first = ha_socket(hass)
+        first = ha_mqtt_socket(hass)
 
         await hass.async_add_executor_job(broker.stop)
         await wait_until(lambda: not mqtt.is_connected(hass), 10, "HA noticed the broker left")
         await hass.async_add_executor_job(broker.start)
         await wait_until(lambda: mqtt.is_connected(hass), 15, "HA's MQTT client reconnected")
         await hass.async_block_till_done()
-        assert ha_socket(hass) is not first  # a new connection...
+        assert ha_mqtt_socket(hass) is not first  # a new connection...
         assert nodelay(hass) is True  # ...with the option set again
 
         assert await hass.config_entries.async_unload(entry.entry_id)
