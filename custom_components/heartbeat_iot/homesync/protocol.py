@@ -502,14 +502,55 @@ def decode_heartbeat(payload: str | bytes | bytearray) -> dict[str, Any] | None:
 
 
 def decode_telemetry(payload: str | bytes | bytearray) -> dict[str, Any] | None:
-    """`decode_heartbeat` for a telemetry topic: the common case in one call, else None."""
+    """`decode_heartbeat` for a telemetry topic: `_fast_telemetry`'s rules inline.
+
+    The result is exactly `check_payload`'s (numbers converted the same way); None: ask
+    decode_payload and check_payload.
+    """
     if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
         return None
     try:
         data = _loads(payload)
     except _DECODE_ERRORS:
         return None
-    return _fast_telemetry(data) if type(data) is dict else None
+    if type(data) is not dict:
+        return None
+    value = data.get("value", _MISSING)
+    kind = type(value)
+    # Chained comparisons are False for NaN; ints compare exactly, however large.
+    if kind is float or kind is int:
+        if not -MAX_READING <= value <= MAX_READING:
+            return None
+    elif value is not None:  # None: the meter cannot measure it now
+        return None
+    size = len(data)
+    seen = 1
+    if size > seen and (unit := data.get("unit", _MISSING)) is not _MISSING:
+        if type(unit) is not str or len(unit) > MAX_UNIT:
+            return None
+        if size == 2:  # value and unit: what a meter sends, done
+            if kind is int:
+                data["value"] = float(value)
+            return data
+        seen += 1
+    if size > seen and (reason := data.get("reason", _MISSING)) is not _MISSING:
+        if type(reason) is not str or len(reason) > MAX_REASON:
+            return None
+        seen += 1
+    quality = data.get("quality", _MISSING) if size > seen else _MISSING
+    if quality is not _MISSING:
+        kind_q = type(quality)
+        if (kind_q is not float and kind_q is not int) or not 0 <= quality <= 100:
+            return None
+        seen += 1
+    stamp = data.get("timestamp", _MISSING) if size > seen else _MISSING
+    if stamp is not _MISSING and (type(stamp) is not str or len(stamp) > MAX_TIMESTAMP):
+        return None
+    if kind is int:
+        data["value"] = float(value)
+    if quality is not _MISSING and type(quality) is not float:
+        data["quality"] = float(quality)
+    return data
 
 
 def check_payload(topic: Topic, data: dict[str, Any]) -> dict[str, Any] | None:

@@ -521,25 +521,37 @@ class HeartbeatTracker:
             node.state is not _ONLINE
             or node.scheduled is None  # also a forgotten node's (see forget)
             or node.will_due is not None  # speaking drops its held will: the full path
+            or (interval is not None and interval != node.interval)  # moves the timeout
+            or node.last_boot is None  # the first uptime estimates the boot time (shown)
         ):
             return False
-        if interval is not None and interval != node.interval:
-            return False  # a new interval moves the timeout (and is shown)
-        old_seq, old_uptime = node.seq, node.uptime
-        if old_seq is None or seq <= old_seq or old_uptime is None or uptime < old_uptime:
-            return False  # first heartbeat, a duplicate or a reboot
-        if node.last_boot is None:
-            return False  # the first uptime estimates the boot time (shown)
-        latest, fill = node.link_latest, node.link_fill
-        if latest is None or fill < 2 or seq <= latest:
-            return False  # no link quality yet (shown once there is), or not a new seq
+        old_seq = node.seq
+        old_uptime = node.uptime
+        latest = node.link_latest
+        if (
+            old_seq is None
+            or seq <= old_seq
+            or old_uptime is None
+            or uptime < old_uptime
+            or latest is None
+            or seq <= latest
+        ):
+            return False  # first heartbeat, a duplicate, a reboot, or not a new seq
+        fill = node.link_fill
         full = self._link_full
         bits = node.link_bits
-        step = seq - latest
-        # Stays perfect (every seq of a full window received, the next one now): nothing moves.
-        perfect = step == 1 and bits is full and fill > self._window
-        if not perfect:
+        if bits is full and seq - latest == 1 and fill > self._window:
+            # Stays perfect (every seq of a full window received, the next one now): only
+            # the seq moves. The common case, checked first.
+            now = self._clock()
+            last_seen = node.last_seen
+            if last_seen is None or now < last_seen:
+                return False  # a clock stepped back needs the full path
+        else:
+            if fill < 2:
+                return False  # no link quality yet (shown once there is)
             window = self._window
+            step = seq - latest
             new_fill = min(window + 1, fill + step)
             new_bits = 1 if step >= window else ((bits << step) | 1) & full
             # Link quality = round(100 * received / expected, 1) (_Node.link_quality): the same
@@ -549,14 +561,13 @@ class HeartbeatTracker:
                 return False
             if (bits & full).bit_count() != new_bits.bit_count():
                 return False
-        now = self._clock()
-        last_seen = node.last_seen
-        if last_seen is None or now < last_seen:
-            return False
-        node.last_seen = now
-        if not perfect:
+            now = self._clock()
+            last_seen = node.last_seen
+            if last_seen is None or now < last_seen:
+                return False
             node.link_bits = full if new_bits == full else new_bits
             node.link_fill = new_fill
+        node.last_seen = now
         node.link_latest = seq
         node.seq = seq
         node.uptime = uptime
