@@ -38,7 +38,7 @@ from .homesync.protocol import (
 from .homesync.ratelimit import RateLimitedLogger
 from .homesync.stats import MessageStats
 from .homesync.tracker import Tracked
-from .nodes import NodeData, NodeRegistry, log_dropped, reading_of
+from .nodes import NodeData, NodeRegistry
 from .outputs import NodeOutputs
 from .updates import Updates
 
@@ -56,8 +56,6 @@ _RESPONSE = Category.RESPONSE
 _HEARTBEAT = "heartbeat"
 _READING = "telemetry"
 _OTHER = "other"
-# What _plain_reading returns for a reading the full path must reject.
-_DECLINED: Any = object()
 
 
 class _Route:
@@ -216,21 +214,17 @@ class HomeSyncHub:
                 and (spec := route.spec) is not None
                 and (node := route.node) is not None
                 and (data := decode_telemetry(msg.payload)) is not None
+                # In the metric's unit (or none given): nothing to convert, so nothing the
+                # full path could refuse (nodes.reading_of); a unit to convert goes there.
+                and ((unit := data.get("unit")) is None or unit == spec.unit)
+                and self._quiet_message(tracked)
             ):
-                try:
-                    reading = reading_of(spec, data)
-                except ProtocolError:
-                    reading = _DECLINED  # the full path rejects it and says why
-                if reading is not _DECLINED and self._quiet_message(tracked):
-                    self._messages.received += 1
-                    if KEY_LAST_SEEN in self._listened:
-                        self._notify(route.node_id, KEY_LAST_SEEN)
-                    self._schedule_save()
-                    if reading is not None:
-                        self._nodes.async_record_known(node, route.name, reading)
-                    else:  # low quality: dropped, but proof of life all the same
-                        log_dropped(route.node_id, route.name, data)
-                    return
+                self._messages.received += 1
+                if KEY_LAST_SEEN in self._listened:
+                    self._notify(route.node_id, KEY_LAST_SEEN)
+                self._schedule_save()
+                self._nodes.async_record_plain(node, route.name, data)
+                return
         self._receive(msg, route)
 
     def _receive(self, msg: mqtt.ReceiveMessage, route: _Route | None) -> None:

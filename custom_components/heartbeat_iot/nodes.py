@@ -297,6 +297,30 @@ class NodeRegistry(Mapping[str, NodeData]):
         # else: the same reading again (the common case): nothing to tell anyone
 
     @callback
+    def async_record_plain(self, node: NodeData, key: str, data: Mapping[str, Any]) -> None:
+        """`reading()` + `async_record_known()` in one call, for the hub's quiet path.
+
+        `data` is a checked reading of a metric the node has, in the metric's unit or without
+        one (nothing to convert, so nothing to refuse: the caller made sure).
+        """
+        quality = data.get("quality")
+        if quality is not None and quality < MIN_QUALITY:
+            log_dropped(node.node_id, key, data)
+            return
+        value = data["value"]
+        values = node.values
+        if value is None or (old := values.get(key, _MISSING)) is None:
+            # Unmeasured now or before: the reason decides too (the full path's steps).
+            spec = node.metrics[key]
+            reading = reading_of(spec, data)
+            if reading is not None:  # (it is: quality was checked above)
+                self.async_record_known(node, key, reading)
+        elif old != value:
+            values[key] = value
+            self._updates.async_notify(node.node_id, key)
+        # else: the same reading again (the common case): nothing to tell anyone
+
+    @callback
     def async_set_firmware(self, node: NodeData, version: str) -> None:
         """The node reported its firmware version (also shown on its device)."""
         if node.firmware == version:
