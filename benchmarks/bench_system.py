@@ -24,7 +24,8 @@ Measured (wall clock, the hass process only, from /proc/<pid>/stat and /proc/<pi
    every device, registry entry and entity at once), after the changing window (with the
    backlog hass had then), and restored and idle.
 3. Start-up: wall and CPU time from ``python -m homeassistant`` until the last node's entities
-   exist and hass is idle, with the home empty and with the N nodes restored from storage,
+   exist and hass is idle, with the home empty (a copy of the config dir from before any node
+   existed, on a broker of its own) and with the N nodes restored from storage, alternated,
    STARTS times each (the median is scored: one start is a noisy number on a shared machine);
    the CPU split into the main thread (the event loop: Home Assistant core, every
    integration's setup, ours included, the state writes) and the other threads (the
@@ -56,6 +57,7 @@ from devstack.hass import (
     HassClient,
     add_mqtt_entry,
     onboard,
+    patch_mqtt_port,
     set_options,
 )
 from devstack.mosquitto import Mosquitto
@@ -270,29 +272,20 @@ def timed_start(hass: BenchHass, ready: Callable[[HassClient], bool]) -> dict[st
     finally:
         client.close()
     idle_at = wait_idle(pid)
+    cpu = cpu_seconds(pid)
+    threads = thread_cpu_seconds(pid)
     return {
         "http": http,
         "wall": idle_at - start,
-        "cpu": cpu_seconds(pid),
-        **thread_cpu_seconds(pid),
+        "cpu": cpu,
+        **threads,
+        "cpu_other": cpu - threads["cpu_main"] - threads["cpu_recorder"],
         "rss_kb": rss_kb(pid),
     }
 
 
-def timed_starts(
-    hass: BenchHass, ready: Callable[[HassClient], bool], count: int
-) -> list[dict[str, float]]:
-    """`count` starts (hass stopped after each but the last); the last stays running."""
-    runs = []
-    for i in range(count):
-        runs.append(timed_start(hass, ready))
-        if i < count - 1:
-            hass.stop()
-    return runs
-
-
 def median_start(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The median of each figure over the starts."""
+    """The median of each figure over the starts (so the parts need not add up)."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
@@ -334,32 +327,64 @@ def run_fleet(hass: BenchHass, port: int, client: HassClient, idle: float) -> di
     return results
 
 
+def set_up(hass: BenchHass, broker: Mosquitto, empty: BenchHass, empty_broker: Mosquitto) -> None:
+    """Onboard, add MQTT and the home; copy the config dir (no node yet) for the empty starts."""
+    hass.start(timeout=300)
+    client = onboard(hass, USER, PASSWORD, name="bench")
+    try:
+        add_mqtt_entry(client, "127.0.0.1", broker.port)
+        add_home(client)
+    finally:
+        client.close()
+    hass.stop()
+    shutil.copytree(hass.config_dir, empty.config_dir, symlinks=True)
+    patch_mqtt_port(empty.config_dir, empty_broker.port)
+
+
+def alternating_starts(empty_hass: BenchHass, hass: BenchHass) -> dict[str, Any]:
+    """STARTS pairs: the empty home, then the restored one; the restored hass stays up."""
+    empty: list[dict[str, float]] = []
+    restored: list[dict[str, float]] = []
+    for i in range(STARTS):
+        empty.append(timed_start(empty_hass, lambda c: c.state(HOME_SENSOR) is not None))
+        empty_hass.stop()
+        restored.append(
+            timed_start(hass, lambda c: c.state(f"sensor.node_{N - 1:04d}_temperature") is not None)
+        )
+        if i < STARTS - 1:
+            hass.stop()
+    return {
+        "starts_empty": empty,
+        "starts_restored": restored,
+        "start_empty": median_start(empty),
+        "start_restored": median_start(restored),
+    }
+
+
 def main() -> None:
     wall = time.perf_counter()
     # CPU-sensitive: the machine's load (other jobs on the 2 shared cores) goes in the report.
     loads: list[tuple[float, float, float]] = [os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="heartbeat_iot-bench-system-"))
     broker = Mosquitto(work / "mosquitto", persistence=False)
+    # The empty home's starts alternate with the restored ones (the same machine conditions
+    # for both, as every benchmark here alternates its variants): a copy of the config dir
+    # taken before any node existed, on a broker of its own (the fleet's broker holds every
+    # node's retained birth, which would discover the nodes again).
+    empty_broker = Mosquitto(work / "mosquitto-empty", persistence=False)
     hass = BenchHass(work / "config", frontend=False)
+    empty_hass = BenchHass(work / "config-empty", frontend=False)
     client: HassClient | None = None
     results: dict[str, Any] = {}
     try:
         broker.start()
+        empty_broker.start()
+        set_up(hass, broker, empty_hass, empty_broker)
         hass.start(timeout=300)
-        client = onboard(hass, USER, PASSWORD, name="bench")
-        add_mqtt_entry(client, "127.0.0.1", broker.port)
-        add_home(client)
-        client.close()
-        client = None
-
-        hass.stop()
-        results["starts_empty"] = timed_starts(
-            hass, lambda c: c.state(HOME_SENSOR) is not None, STARTS
-        )
-        results["start_empty"] = median_start(results["starts_empty"])
         client = onboard(hass, USER, PASSWORD, name="bench")
         pid = hass.pid
         assert pid is not None
+        wait_idle(pid)
         idle = idle_cores(pid)
         results["idle_cores"] = idle
         results["rss_empty_kb"] = rss_kb(pid)
@@ -370,12 +395,7 @@ def main() -> None:
         client = None
 
         hass.stop()
-        results["starts_restored"] = timed_starts(
-            hass,
-            lambda c: c.state(f"sensor.node_{N - 1:04d}_temperature") is not None,
-            STARTS,
-        )
-        results["start_restored"] = median_start(results["starts_restored"])
+        results.update(alternating_starts(empty_hass, hass))
         client = onboard(hass, USER, PASSWORD, name="bench")
         results["restored_nodes"] = wait(lambda: _known(client), 60, "restored nodes")
         # The fleet running again, in the restarted hass: no discovery burst this time.
@@ -389,7 +409,9 @@ def main() -> None:
         if client is not None:
             client.close()
         hass.stop()
+        empty_hass.stop()
         broker.stop()
+        empty_broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     write_report(results, time.perf_counter() - wall)
 
@@ -415,7 +437,7 @@ def write_report(r: dict[str, Any], wall: float) -> None:
     startup_cpu = restored["cpu"] - empty["cpu"]
     main_extra = restored["cpu_main"] - empty["cpu_main"]
     recorder_extra = restored["cpu_recorder"] - empty["cpu_recorder"]
-    other_extra = startup_cpu - main_extra - recorder_extra
+    other_extra = restored["cpu_other"] - empty["cpu_other"]
     rows_cpu = []
     for key, label in (
         ("same", "every reading repeats (heartbeats change nothing either)"),
@@ -472,7 +494,7 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{run['cpu']:.2f} s",
             f"{run['cpu_main']:.2f} s",
             f"{run['cpu_recorder']:.2f} s",
-            f"{run['cpu'] - run['cpu_main'] - run['cpu_recorder']:.2f} s",
+            f"{run['cpu_other']:.2f} s",
             f"{run['rss_kb'] / 1024:.0f} MB",
         ]
 
@@ -592,8 +614,11 @@ def write_report(r: dict[str, Any], wall: float) -> None:
                 "thread its name in /proc). Each start runs "
                 "`python -m homeassistant` afresh (PYTHONDONTWRITEBYTECODE: every start "
                 "compiles Home Assistant's modules, the same work in both kinds of start). Wall "
-                "times depend on what else runs on this shared machine; CPU much less; the "
-                "target takes the median of each kind.",
+                "times depend on what else runs on this shared machine; CPU much less. The "
+                "empty and the restored starts alternate (the empty home is a copy of the "
+                "config dir from before any node existed, on a broker of its own); the target "
+                "takes the median of each kind, each column's median on its own (so the parts "
+                "need not add up to the total).",
             ),
         ],
         wall,
