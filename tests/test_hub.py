@@ -26,7 +26,12 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
-from custom_components.heartbeat_iot.const import CONF_MAX_NODES, DEFAULT_OPTIONS, DOMAIN
+from custom_components.heartbeat_iot.const import (
+    CONF_MAX_NODES,
+    DEFAULT_OPTIONS,
+    DOMAIN,
+    KEY_LAST_SEEN,
+)
 
 from .conftest import HOME, publish, topic
 
@@ -553,6 +558,8 @@ async def test_a_known_nodes_messages_take_the_quiet_path_and_do_what_the_full_p
     await hass.async_block_till_done()
     full.clear()
     received = data.stats.messages.received
+    seen: list[None] = []  # someone listens to last_seen (the sensor, the queue's watcher)
+    unlisten = data.updates.async_listen("q", KEY_LAST_SEEN, lambda: seen.append(None))
 
     heartbeat(window + 3, interval=30, relay="on", led="blink")
     publish(hass, "q", "telemetry", "power", {"value": 10, "unit": "W"})
@@ -563,6 +570,8 @@ async def test_a_known_nodes_messages_take_the_quiet_path_and_do_what_the_full_p
     # full path decides).
     assert full == [topic("q", "telemetry", "power")]
     assert data.stats.messages.received == received + 4
+    assert len(seen) == 4
+    unlisten()
     assert float(state_of(hass, "q", "power").state) == 1500
     assert data.outputs.relay("q") == "on"
     assert data.outputs.led("q") == "blink"
