@@ -206,11 +206,25 @@ def _check_equal(
 
 
 @pytest.mark.parametrize(
-    ("unit", "precision"),
-    [(False, False), (False, True), (True, False), (True, True)],
-    ids=["no-options", "display-precision", "user-unit", "user-unit+precision"],
+    ("unit", "precision", "online"),
+    [
+        (False, False, True),
+        (False, True, True),
+        (True, False, True),
+        (True, True, True),
+        # Offline every write is HA's (unavailable): once without and once with a conversion.
+        (False, False, False),
+        (True, True, False),
+    ],
+    ids=[
+        "no-options",
+        "display-precision",
+        "user-unit",
+        "user-unit+precision",
+        "offline",
+        "offline-user-unit+precision",
+    ],
 )
-@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_both_write_paths_write_the_same_state(
     hass: HomeAssistant,

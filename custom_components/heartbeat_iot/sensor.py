@@ -346,8 +346,12 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
 
     @callback
     def _handle_update(self) -> None:
-        """A new reading: the registry only notifies changed values, so write (fast path)."""
-        self._last_shown = None  # what async_write_changed() does: the next status compares
+        """A new reading: the registry only notifies changed values, so write it.
+
+        Like `async_write_changed()` (forget what was shown, write without comparing), through
+        our own write path when it applies, HA's otherwise.
+        """
+        self._last_shown = None
         if not self._async_write_reading():
             self.async_write_ha_state()
 
@@ -357,7 +361,8 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
 
         Issue 14: `async_write_ha_state()` recomputes on every write what cannot have changed
         since the last one (capability attributes, unit, device class, name, icon, the
-        registry's capabilities…), about a third of a plain sensor's write. For the common
+        registry's capabilities…), a quarter to a third of a plain sensor's write (bench_hub,
+        benchmarks/NOTES.md). For the common
         case (a finite int/float reading shown as it is: no unit conversion, a numeric device
         class, available, no `reason`) this writes the state HA makes of such a value with the
         attributes HA computed the last time (`_WriteTemplate`). They stay valid while the
