@@ -276,7 +276,8 @@ def _cached_reading(hass: HomeAssistant, entity_id: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-# Entity._stringify_state's format of a float state.
+# Entity._stringify_state's format of a float state, built once (HA's f-string builds the
+# spec on every call: 0.86 against 0.35 µs).
 _FLOAT_FORMAT = f".{FLOAT_PRECISION}"
 
 
@@ -381,7 +382,7 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
         if kind is float:
             if not math.isfinite(value):
                 return False  # HA's write raises for it: let it
-            state = f"{value:.{FLOAT_PRECISION}}"
+            state = format(value, _FLOAT_FORMAT)  # HA's f"{state:.{FLOAT_PRECISION}}"
         elif kind is int:
             state = str(value)
             if len(state) > MAX_LENGTH_STATE_STATE:
