@@ -362,15 +362,15 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
 
         Issue 14: `async_write_ha_state()` recomputes on every write what cannot have changed
         since the last one (capability attributes, unit, device class, name, icon, the
-        registry's capabilities…), a quarter to a third of a plain sensor's write (bench_hub,
-        benchmarks/NOTES.md). For the common
-        case (a finite int/float reading shown as it is: no unit conversion, a numeric device
-        class, available, no `reason`) this writes the state HA makes of such a value with the
-        attributes HA computed the last time (`_WriteTemplate`). They stay valid while the
-        registry entry, the device entry and the customize config are the same objects: HA
-        replaces each when it changes (and then writes through its own path). Anything else
-        takes HA's write. tests/test_sensor_write_path.py proves that both write the same
-        state and attributes (docs/architecture.md §3, step 7).
+        registry's capabilities…): a quarter to a third of a plain sensor's write (bench_hub,
+        benchmarks/NOTES.md). For the common case (a finite int/float reading shown as it is:
+        no unit conversion, a numeric device class, available, no `reason`) this writes the
+        state HA makes of such a value with the attributes HA computed the last time
+        (`_WriteTemplate`). They stay valid while the registry entry, the device entry and the
+        customize config are the same objects: HA replaces each when it changes (and then
+        writes through its own path). Anything else takes HA's write.
+        tests/test_sensor_write_path.py proves that both write the same state and attributes
+        (docs/architecture.md §3, step 7).
         """
         node = self.data.nodes.find(self.node_id)
         if node is None or (value := node.values.get(self.key)) is None:
