@@ -63,6 +63,7 @@ from custom_components.heartbeat_iot.const import (
 from custom_components.heartbeat_iot.homesync.protocol import (
     TELEMETRY_SCHEMA,
     check_payload,
+    decode_heartbeat,
     decode_payload,
     parse_topic,
     validate,
@@ -434,7 +435,9 @@ def breakdown_jobs(data: Any) -> list[tuple[str, Callable[[], object]]]:
     heartbeat_topic = parse_topic(hub_topic(1, "status", "heartbeat"))
     telemetry = b'{"value": 42.0, "unit": "W"}'
     tracker = data.availability.tracker
-    topics = data.hub._topics
+    topics = data.hub._routes
+    record = tracker.handle(node(1))
+    heartbeat = b'{"seq": 5, "uptime": 3000, "interval": 600}'
     return [
         (
             "`protocol.parse_topic` (a topic seen for the first time)",
@@ -455,8 +458,12 @@ def breakdown_jobs(data: Any) -> list[tuple[str, Callable[[], object]]]:
             lambda: validate(TELEMETRY_SCHEMA, {"value": 42.0, "unit": "W"}),
         ),
         (
-            "`tracker.try_quiet_message` (a live message of an online node)",
-            lambda: tracker.try_quiet_message(node(1)),
+            "`protocol.decode_heartbeat` (decode + hand check in one call, the quiet path's)",
+            lambda: decode_heartbeat(heartbeat),
+        ),
+        (
+            "`tracker.quiet_message` on the node's record (a live message of an online node)",
+            lambda: tracker.quiet_message(record),
         ),
         (
             "`tracker.on_message` + `next_deadline` (the full path, before issue 14)",

@@ -516,5 +516,61 @@ async def test_parsed_topics_are_kept_bounded_and_commands_stay_ignored(
     for i in range(3 * cap):
         publish(hass, f"x{i}", "status", "online", {"online": True})
     await hass.async_block_till_done()
-    assert len(data.hub._topics) <= cap
+    assert len(data.hub._routes) <= cap
     assert data.stats.messages.received == 3 + 3 * cap
+
+
+async def test_a_known_nodes_messages_take_the_quiet_path_and_do_what_the_full_path_does(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14: once a node is known, its live heartbeats and readings skip the full path.
+
+    Every outcome a user sees stays the full path's: values, conversions, dropped readings,
+    rejections with their warning, relay and LED from heartbeats; and the unusual messages
+    (a new interval, a bad unit) still reach the full path.
+    """
+    data = loaded_entry.runtime_data
+    hub = data.hub
+    full: list[str] = []
+    receive = hub._receive
+
+    def counting(msg: Any, route: Any) -> None:
+        full.append(msg.topic)
+        receive(msg, route)
+
+    monkeypatch.setattr(hub, "_receive", counting)
+
+    def heartbeat(seq: int, **extra: Any) -> None:
+        publish(hass, "q", "status", "heartbeat", {"seq": seq, "uptime": seq * 30, **extra})
+
+    window = data.availability.tracker.settings.link_window
+    for seq in range(1, window + 3):  # discovery, the link window fills: the full path decides
+        heartbeat(seq, interval=30)
+    publish(hass, "q", "telemetry", "power", {"value": 10, "unit": "W"})  # a new metric
+    await hass.async_block_till_done()
+    full.clear()
+    received = data.stats.messages.received
+
+    heartbeat(window + 3, interval=30, relay="on", led="blink")
+    publish(hass, "q", "telemetry", "power", {"value": 10, "unit": "W"})
+    publish(hass, "q", "telemetry", "power", {"value": 1.5, "unit": "kW"})
+    publish(hass, "q", "telemetry", "power", {"value": 9999, "quality": 20})
+    await hass.async_block_till_done()
+    assert full == []  # all four took the quiet path
+    assert data.stats.messages.received == received + 4
+    assert float(state_of(hass, "q", "power").state) == 1500
+    assert data.outputs.relay("q") == "on"
+    assert data.outputs.led("q") == "blink"
+
+    with caplog.at_level(logging.WARNING, logger="custom_components.heartbeat_iot"):
+        publish(hass, "q", "telemetry", "power", {"value": 3, "unit": "parsec"})
+        heartbeat(window + 4, interval=60)  # a new interval: shown, so the full path
+        await hass.async_block_till_done()
+    assert len(full) == 2
+    assert data.stats.messages.rejected == 1
+    assert "unit 'parsec' is not usable for power" in caplog.text
+    assert float(state_of(hass, "q", "power").state) == 1500
+    assert data.availability.status("q").interval == 60.0  # type: ignore[union-attr]

@@ -196,6 +196,27 @@ def _check_against_schema(kind: str, data: dict[str, Any]) -> None:
         }
     else:
         assert by_hand is None
+    _check_decoder(kind, data)
+
+
+def _check_decoder(kind: str, data: dict[str, Any]) -> None:
+    """The hub's one-call decoders accept a payload exactly when decode + check do, and
+    return what they return (the heartbeat's interval as sent: equal, not converted)."""
+    _, topic = HOT[kind]
+    raw = json.dumps(data).encode()  # NaN / Infinity come out as tokens JSON rejects
+    decoder = protocol.decode_telemetry if kind == "telemetry" else protocol.decode_heartbeat
+    direct = decoder(raw)
+    decoded = _outcome(decode_payload, raw)
+    full = _outcome(check_payload, topic, decoded[1]) if decoded[0] == "ok" else decoded
+    if full[0] != "ok":
+        assert direct is None
+        return
+    assert direct == full[1]
+    types = {k: type(v) for k, v in direct.items()}
+    expected = {k: type(v) for k, v in full[1].items()}
+    if kind == "heartbeat" and types.get("interval") is int:
+        types["interval"] = float
+    assert types == expected
 
 
 @FAST

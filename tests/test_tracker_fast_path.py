@@ -6,6 +6,8 @@ messages, clock moves, ticks and broker outages: one as the glue feeds it (quiet
 full path when it declines), one always on the full path. After every step they must agree on
 every node's status, the export, the fleet counts and the next deadline; and whenever the
 quiet path took a message, the full path's Outcome for it was empty and pushed nothing.
+The glue keeps each node's record (`handle`) like the hub's routes do, across forgets: a
+forgotten node's record must be declined, never updated.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from custom_components.heartbeat_iot.homesync.tracker import (
     Availability,
     HeartbeatTracker,
     Outcome,
+    Tracked,
     TrackerSettings,
 )
 
@@ -49,6 +52,7 @@ step = st.one_of(
     st.tuples(st.just("tick")),
     st.tuples(st.just("broker"), st.booleans()),
     st.tuples(st.just("override"), node, st.sampled_from([None, 15.0, 200.0])),
+    st.tuples(st.just("forget"), node),
 )
 
 
@@ -62,6 +66,9 @@ class _Pair:
         self.seq = dict.fromkeys(NODES, 0)
         self.uptime = dict.fromkeys(NODES, 0)
         self.quiet_taken = 0
+        # What the hub keeps per topic: the record from handle(), refreshed after a full path
+        # only (so it may belong to a forgotten node).
+        self.handles: dict[str, Tracked | None] = {}
 
     def both(self, call: str, *args: Any, **kwargs: Any) -> None:
         assert getattr(self.glue, call)(*args, **kwargs) == getattr(self.full, call)(
@@ -88,9 +95,14 @@ class _Pair:
             if retained:
                 self.both("on_heartbeat", node_id, retained=True, **kwargs)
                 return
-            quiet = self.glue.try_quiet_heartbeat(node_id, **kwargs)
+            handle = self.handles.get(node_id)
+            if handle is None:
+                quiet = self.glue.try_quiet_heartbeat(node_id, **kwargs)
+            else:
+                quiet = self.glue.quiet_heartbeat(handle, *kwargs.values())
             if not quiet:
                 self.glue.on_heartbeat(node_id, retained=False, **kwargs)
+                self.handles[node_id] = self.glue.handle(node_id)
             heap_before = self.full.heap_size
             self.live(quiet, self.full.on_heartbeat(node_id, retained=False, **kwargs), heap_before)
         elif kind == "message":
@@ -98,9 +110,14 @@ class _Pair:
             if retained:
                 self.both("on_message", node_id, retained=True)
                 return
-            quiet = self.glue.try_quiet_message(node_id)
+            handle = self.handles.get(node_id)
+            if handle is None:
+                quiet = self.glue.try_quiet_message(node_id)
+            else:
+                quiet = self.glue.quiet_message(handle)
             if not quiet:
                 self.glue.on_message(node_id, retained=False)
+                self.handles[node_id] = self.glue.handle(node_id)
             heap_before = self.full.heap_size
             self.live(quiet, self.full.on_message(node_id, retained=False), heap_before)
         elif kind == "online":
@@ -114,6 +131,8 @@ class _Pair:
             self.both("tick")
         elif kind == "broker":
             self.both("set_broker_connected", op[1])
+        elif kind == "forget":
+            self.both("forget", op[1])  # the glue's handle of it goes stale, on purpose
         else:
             _, node_id, seconds = op
             self.both("set_timeout_override", node_id, seconds)
@@ -165,6 +184,22 @@ def test_what_the_quiet_paths_decline() -> None:
     assert not tracker.try_quiet_heartbeat("a", seq=3, uptime=0, interval=None)  # reboot
     clock.advance(-5.0)
     assert not tracker.try_quiet_message("a")  # the clock stepped back
+
+
+def test_a_forgotten_nodes_record_is_declined() -> None:
+    """The hub keeps records across messages: once the node is forgotten, they do nothing."""
+    clock = FakeClock()
+    tracker = HeartbeatTracker(SETTINGS, clock)
+    for seq in range(1, SETTINGS.link_window + 3):
+        tracker.on_heartbeat("a", seq=seq, uptime=seq, interval=None, retained=False)
+    handle = tracker.handle("a")
+    assert handle is not None
+    seq = SETTINGS.link_window + 3
+    assert tracker.quiet_heartbeat(handle, seq, seq, None)
+    tracker.forget("a")
+    assert not tracker.quiet_heartbeat(handle, seq + 1, seq + 1, None)
+    assert not tracker.quiet_message(handle)
+    assert tracker.state("a") is None
 
 
 def test_a_link_quality_change_is_declined_even_with_the_same_count() -> None:

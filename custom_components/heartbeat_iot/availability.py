@@ -32,6 +32,7 @@ from .homesync.tracker import (
     HeartbeatTracker,
     NodeStatus,
     Outcome,
+    Tracked,
     TrackerEvent,
     TrackerSettings,
 )
@@ -86,6 +87,14 @@ class AvailabilityMonitor:
         self._schedule_save = schedule_save
         self._clock = clock
         self.tracker = HeartbeatTracker(settings, clock)
+        # The tracker's quiet paths, for the hub: `async_on_message` of a live message that
+        # changes nothing visible, on the node's record from `tracked()` (no lookup by id);
+        # False: nothing happened, take `async_on_message`. They change nothing this glue
+        # reacts to (no state, no event, no earlier deadline), so the armed timer stays right;
+        # while none is armed (broker down: no deadline; before async_start, which arms it),
+        # `async_on_message` would not arm one either.
+        self.quiet_heartbeat = self.tracker.quiet_heartbeat
+        self.quiet_message = self.tracker.quiet_message
         # The state last logged per node: one line when it goes offline, one when it is back.
         self._logged: dict[str, Availability] = {}
         self._last_event: dict[str, TrackerEvent] = {}
@@ -273,6 +282,10 @@ class AvailabilityMonitor:
         else:
             outcome = self.tracker.on_message(node_id, retained=retained)
         self._apply(outcome)
+
+    def tracked(self, node_id: str) -> Tracked | None:
+        """The tracker's record of a node, for quiet_heartbeat / quiet_message (the hub's)."""
+        return self.tracker.handle(node_id)
 
     @callback
     def async_set_timeout_override(self, node_id: str, seconds: float | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import logging
+import sys
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -22,10 +23,13 @@ from .control import NodeControl
 from .homesync.protocol import (
     HUB_ONLINE_PAYLOAD,
     Category,
+    MetricSpec,
     ProtocolError,
     Topic,
     check_payload,
+    decode_heartbeat,
     decode_payload,
+    decode_telemetry,
     hub_status_topic,
     parse_topic,
     subscription_topic,
@@ -33,7 +37,8 @@ from .homesync.protocol import (
 )
 from .homesync.ratelimit import RateLimitedLogger
 from .homesync.stats import MessageStats
-from .nodes import NodeData, NodeRegistry
+from .homesync.tracker import Tracked
+from .nodes import NodeData, NodeRegistry, log_dropped, reading_of
 from .outputs import NodeOutputs
 from .updates import Updates
 
@@ -47,6 +52,40 @@ TOPICS_PER_NODE = 16
 _TELEMETRY = Category.TELEMETRY
 _STATUS = Category.STATUS
 _RESPONSE = Category.RESPONSE
+# A route's kind: which quiet path its messages may take (anything else: the full path).
+_HEARTBEAT = "heartbeat"
+_READING = "telemetry"
+_OTHER = "other"
+# What _plain_reading returns for a reading the full path must reject.
+_DECLINED: Any = object()
+
+
+class _Route:
+    """One topic string: parsed once, then, once its node is known, the records it touches.
+
+    The parsed-topic cache holds these (issue 14): a live message of a known node reaches
+    the tracker's record of the node, the registry's record and the metric's spec through
+    this one object, instead of a parsed topic and a lookup by node id in each owner. Routes
+    are dropped when a node is forgotten (HomeSyncHub.async_forget), so they never point at
+    a removed node's records.
+    """
+
+    __slots__ = ("kind", "name", "node", "node_id", "spec", "topic", "tracked")
+
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic
+        self.node_id = topic.node_id
+        # Interned: every node's "power" is one string object, warm in the cache.
+        self.name = sys.intern(topic.name)
+        if topic.category is _TELEMETRY:
+            self.kind = _READING
+        elif topic.category is _STATUS and topic.name == "heartbeat":
+            self.kind = _HEARTBEAT
+        else:
+            self.kind = _OTHER
+        self.node: NodeData | None = None
+        self.tracked: Tracked | None = None
+        self.spec: MetricSpec | None = None  # a telemetry topic's metric, once the node has it
 
 
 class HomeSyncHub:
@@ -80,7 +119,12 @@ class HomeSyncHub:
         self._on_ota_response = on_ota_response
         self._unsubscribe: list[CALLBACK_TYPE] = []
         self._warn = RateLimitedLogger(_LOGGER)
-        self._topics: dict[str, Topic] = {}
+        self._routes: dict[str, _Route] = {}
+        # Bound once: one attribute load per message instead of two.
+        self._notify = updates.async_notify
+        self._listened = updates.listened
+        self._quiet_heartbeat = availability.quiet_heartbeat
+        self._quiet_message = availability.quiet_message
         self._topics_max = TOPICS_PER_NODE * nodes.max_nodes + TOPICS_PER_NODE
 
     async def async_start(self) -> None:
@@ -135,10 +179,65 @@ class HomeSyncHub:
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
 
     @callback
+    def async_forget(self, node_id: str) -> None:
+        """The node was removed: no kept route may point at its old records any more."""
+        # Cheaper than finding the node's routes (removing many nodes stays linear): every
+        # later topic is parsed once more.
+        self._routes.clear()
+
+    @callback
     def _async_on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        """One message. A live one of a known node that changes nothing takes one short path.
+
+        The quiet path (docs/architecture.md, data flow of one message): the topic's route
+        record, one call that decodes and checks the payload, the tracker's quiet path on the
+        node's record, and for a reading the unchanged-value check; whatever is unusual (first
+        message, retained, invalid, a transition, a new metric) declines before it changed
+        anything and takes the full path below, which decides.
+        """
+        route = self._routes.get(msg.topic)
+        if route is not None and (tracked := route.tracked) is not None and not msg.retain:
+            kind = route.kind
+            if kind is _HEARTBEAT:
+                if (data := decode_heartbeat(msg.payload)) is not None and self._quiet_heartbeat(
+                    tracked, data["seq"], data["uptime"], data.get("interval")
+                ):
+                    self._messages.received += 1
+                    if KEY_LAST_SEEN in self._listened:
+                        self._notify(route.node_id, KEY_LAST_SEEN)
+                    self._schedule_save()
+                    if (relay := data.get("relay")) is not None:
+                        self._outputs.async_set_relay(route.node_id, relay)
+                    if (led := data.get("led")) is not None:
+                        self._outputs.async_set_led(route.node_id, led, reported=True)
+                    return
+            elif (
+                kind is _READING
+                and (spec := route.spec) is not None
+                and (node := route.node) is not None
+                and (data := decode_telemetry(msg.payload)) is not None
+            ):
+                try:
+                    reading = reading_of(spec, data)
+                except ProtocolError:
+                    reading = _DECLINED  # the full path rejects it and says why
+                if reading is not _DECLINED and self._quiet_message(tracked):
+                    self._messages.received += 1
+                    if KEY_LAST_SEEN in self._listened:
+                        self._notify(route.node_id, KEY_LAST_SEEN)
+                    self._schedule_save()
+                    if reading is not None:
+                        self._nodes.async_record_known(node, route.name, reading)
+                    else:  # low quality: dropped, but proof of life all the same
+                        log_dropped(route.node_id, route.name, data)
+                    return
+        self._receive(msg, route)
+
+    def _receive(self, msg: mqtt.ReceiveMessage, route: _Route | None) -> None:
+        """The full path: every check, discovery, every owner (and the route's records)."""
         messages = self._messages
         name = msg.topic
-        if (topic := self._topics.get(name)) is None:
+        if route is None:
             try:
                 topic = parse_topic(name)
             except ProtocolError as err:
@@ -151,15 +250,16 @@ class HomeSyncHub:
                 # through the wildcard subscription and are not the node speaking.
                 return
             # Only topics routed below are kept, so a hit needs none of the checks above.
-            topics = self._topics
-            if len(topics) >= self._topics_max:
-                topics.clear()  # O(1) amortised: it took this many new topics to fill it
-            topics[name] = topic
+            routes = self._routes
+            if len(routes) >= self._topics_max:
+                routes.clear()  # O(1) amortised: it took this many new topics to fill it
+            route = routes[name] = _Route(topic)
+        topic = route.topic
         messages.received += 1
         payload: dict[str, Any] | None = None
         try:
             payload = decode_payload(msg.payload)
-            self._route(topic, payload, retained=msg.retain)
+            self._route(route, payload, retained=msg.retain)
         except ProtocolError as err:
             messages.rejected += 1
             if (
@@ -178,9 +278,10 @@ class HomeSyncHub:
                 truncate(msg.payload),
             )
 
-    def _route(self, topic: Topic, payload: dict[str, Any], *, retained: bool) -> None:
+    def _route(self, route: _Route, payload: dict[str, Any], *, retained: bool) -> None:
         # Validate before discovery: garbage must not create a device, and a status or
         # response name nobody defined is neither a device nor proof of life.
+        topic = route.topic
         if (data := check_payload(topic, payload)) is None:
             return
         _, node_id, category, name = topic
@@ -205,6 +306,12 @@ class HomeSyncHub:
             self._control.handle_response(node_id, data)
         elif category is _RESPONSE and name == "ota" and not retained:
             self._on_ota_response(node_id, data)  # firmware updates (firmware.py)
+        # What the quiet path needs next time: the node's records (a node over the cap never
+        # gets here, so its messages keep taking the full path).
+        route.node = node
+        route.tracked = self._availability.tracked(node_id)
+        if category is _TELEMETRY:
+            route.spec = node.metrics.get(name)
 
     def _handle_status(self, node: NodeData, name: str, data: dict[str, Any]) -> None:
         if name == "heartbeat":  # first: nearly every status message is one

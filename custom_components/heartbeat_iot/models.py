@@ -159,6 +159,7 @@ class HomeSyncRuntimeData:
         """Drop a node (its device was removed in the UI); it returns on its next message."""
         if not self.nodes.async_forget(node_id):
             return
+        self.hub.async_forget(node_id)
         self.availability.async_forget(node_id)
         self.outputs.forget(node_id)
         self.control.forget(node_id)

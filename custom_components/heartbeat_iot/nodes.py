@@ -55,6 +55,28 @@ class NodeData:
 type Reading = tuple[MetricSpec, float | None, str | None]
 
 
+def reading_of(spec: MetricSpec, data: Mapping[str, Any]) -> Reading | None:
+    """`NodeRegistry.reading()` with the metric's spec known (the hub keeps it per topic).
+
+    None: low quality, dropped (the caller logs it with `log_dropped`). Raises ProtocolError
+    like `reading()`.
+    """
+    quality = data.get("quality")
+    if quality is not None and quality < MIN_QUALITY:
+        return None
+    if (value := data["value"]) is None:
+        return (spec, None, str(data.get("reason") or "unmeasured"))
+    unit = data.get("unit")
+    if unit is None or unit == spec.unit:  # normalize_value's no-conversion case, inline
+        return (spec, value, None)
+    return (spec, normalize_value(spec, value, unit), None)
+
+
+def log_dropped(node_id: str, key: str, data: Mapping[str, Any]) -> None:
+    """The debug line of a reading dropped for its low quality."""
+    _LOGGER.debug("Dropping %s/%s: quality %s", node_id, key, data.get("quality"))
+
+
 class NodeRegistry(Mapping[str, NodeData]):
     """The discovered nodes of one home, by node id."""
 
@@ -230,39 +252,46 @@ class NodeRegistry(Mapping[str, NodeData]):
         metric cannot take or a value that overflows when converted; the hub asks before
         discovery, so such a message creates no device.
         """
-        quality = data.get("quality")
-        if quality is not None and quality < MIN_QUALITY:
-            _LOGGER.debug("Dropping %s/%s: quality %s", node_id, key, quality)
-            return None
-        unit = data.get("unit")
-        spec = (node.metrics.get(key) if node is not None else None) or metric_spec(key, unit)
-        if (value := data["value"]) is None:
-            return (spec, None, str(data.get("reason") or "unmeasured"))
-        if unit is None or unit == spec.unit:  # normalize_value's no-conversion case, inline
-            return (spec, value, None)
-        return (spec, normalize_value(spec, value, unit), None)
+        spec = node.metrics.get(key) if node is not None else None
+        reading = reading_of(spec or metric_spec(key, data.get("unit")), data)
+        if reading is None:
+            log_dropped(node_id, key, data)
+        return reading
 
     @callback
     def async_record_metric(self, node: NodeData, key: str, reading: Reading) -> None:
         """A reading from `reading()`: store it, announce it (a new metric under the cap)."""
-        spec, value, unmeasured = reading
-        is_new = key not in node.metrics
-        if is_new and len(node.metrics) >= self._max_metrics:
+        if key in node.metrics:
+            self.async_record_known(node, key, reading)
+            return
+        if len(node.metrics) >= self._max_metrics:
             self._report_metric_cap(node.node_id, key)
             return
+        spec, value, unmeasured = reading
+        node.values[key] = value
+        if unmeasured is not None:
+            node.unmeasured[key] = unmeasured
+        node.metrics[key] = spec
+        self._schedule_save()
+        self.newest_metric = (node.node_id, key)
+        self._updates.async_notify(HUB, KEY_METRIC_ADDED)
+
+    @callback
+    def async_record_known(self, node: NodeData, key: str, reading: Reading) -> None:
+        """`async_record_metric` for a metric the node has: store and announce a change."""
+        _, value, unmeasured = reading
         values = node.values
-        if unmeasured is None:
-            changed = node.unmeasured.pop(key, None) is not None
-        else:
+        old = values.get(key, _MISSING)
+        # A reason is kept exactly while the value is None (`unmeasured`), so a reading whose
+        # old value is a number has no reason to drop: its dict is not even looked at.
+        if unmeasured is not None:
             changed = node.unmeasured.get(key) != unmeasured
             node.unmeasured[key] = unmeasured
-        if is_new:
-            values[key] = value
-            node.metrics[key] = spec
-            self._schedule_save()
-            self.newest_metric = (node.node_id, key)
-            self._updates.async_notify(HUB, KEY_METRIC_ADDED)
-        elif changed or values.get(key, _MISSING) != value:
+        elif old is None:
+            changed = node.unmeasured.pop(key, None) is not None
+        else:
+            changed = False
+        if changed or old != value:
             values[key] = value
             self._updates.async_notify(node.node_id, key)
         # else: the same reading again (the common case): nothing to tell anyone

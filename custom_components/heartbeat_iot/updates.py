@@ -26,6 +26,10 @@ class Updates:
         # (KEY_LAST_SEEN, notified per live message, whose sensor is disabled by default) costs
         # one dict lookup and no tuple per notification.
         self._listeners: dict[str, dict[str, list[Listener]]] = {}
+        # The keys someone listens to on some node, live (a key leaves with its last
+        # listener): the hub asks `KEY_LAST_SEEN in updates.listened` before notifying it per
+        # message, which costs no call (and no touch of the node id) while nobody listens.
+        self.listened = self._listeners.keys()
 
     @callback
     def async_listen(self, node_id: str, key: str, listener: Listener) -> CALLBACK_TYPE:

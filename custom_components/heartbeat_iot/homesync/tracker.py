@@ -270,6 +270,12 @@ class _Node:
         self.link_fill = 0
 
 
+# What handle() returns: a node's record, opaque to callers (they pass it back, nothing else).
+type Tracked = _Node
+# Module constant: a global load per check instead of an Enum class attribute.
+_ONLINE = Availability.ONLINE
+
+
 class HeartbeatTracker:
     """Availability state machine for the nodes of one home (see the module docstring)."""
 
@@ -295,6 +301,7 @@ class HeartbeatTracker:
         self._scan: tuple[int, int] = (0, 0)
         # The all-ones link window: one object shared by every node whose link is perfect.
         self._link_full = (1 << settings.link_window) - 1
+        self._window = settings.link_window  # read per quiet heartbeat: one load, not two
         # Announced intervals, one float object per value (bounded): a fleet announces a few
         # values, and a quiet heartbeat compares against it without a cache miss per node.
         self._intervals: dict[float, float] = {}
@@ -461,6 +468,15 @@ class HeartbeatTracker:
     # otherwise they change nothing and return False, and the caller takes the full path.
     # tests/test_tracker_fast_path.py runs both on the same generated message sequences.
 
+    def handle(self, node_id: str) -> Tracked | None:
+        """The node's record, for the quiet paths below (None: not tracked).
+
+        A caller may keep it for as long as it likes: once the node is forgotten the record
+        is detached and the quiet paths decline it (the caller then takes the full path by
+        id, and asks for the new handle).
+        """
+        return self._nodes.get(node_id)
+
     def try_quiet_message(self, node_id: str) -> bool:
         """``on_message(node_id, retained=False)`` if it changes nothing visible; else False.
 
@@ -468,10 +484,13 @@ class HeartbeatTracker:
         no heap push, so the glue's timer needs no re-arming).
         """
         node = self._nodes.get(node_id)
+        return node is not None and self.quiet_message(node)
+
+    def quiet_message(self, node: Tracked) -> bool:
+        """:meth:`try_quiet_message` on a record from :meth:`handle` (no lookup by id)."""
         if (
-            node is None
-            or node.state is not Availability.ONLINE
-            or node.scheduled is None
+            node.state is not _ONLINE
+            or node.scheduled is None  # also a forgotten node's (see forget)
             or node.will_due is not None  # speaking drops its held will: the full path
         ):
             return False
@@ -494,10 +513,13 @@ class HeartbeatTracker:
         time, and a link quality that stays the same.
         """
         node = self._nodes.get(node_id)
+        return node is not None and self.quiet_heartbeat(node, seq, uptime, interval)
+
+    def quiet_heartbeat(self, node: Tracked, seq: int, uptime: int, interval: float | None) -> bool:
+        """:meth:`try_quiet_heartbeat` on a record from :meth:`handle` (no lookup by id)."""
         if (
-            node is None
-            or node.state is not Availability.ONLINE
-            or node.scheduled is None
+            node.state is not _ONLINE
+            or node.scheduled is None  # also a forgotten node's (see forget)
             or node.will_due is not None  # speaking drops its held will: the full path
         ):
             return False
@@ -511,12 +533,13 @@ class HeartbeatTracker:
         latest, fill = node.link_latest, node.link_fill
         if latest is None or fill < 2 or seq <= latest:
             return False  # no link quality yet (shown once there is), or not a new seq
-        window = self._settings.link_window
         full = self._link_full
         bits = node.link_bits
         step = seq - latest
-        perfect = step == 1 and bits is full and fill > window  # stays perfect: nothing moves
+        # Stays perfect (every seq of a full window received, the next one now): nothing moves.
+        perfect = step == 1 and bits is full and fill > self._window
         if not perfect:
+            window = self._window
             new_fill = min(window + 1, fill + step)
             new_bits = 1 if step >= window else ((bits << step) | 1) & full
             # Link quality = round(100 * received / expected, 1) (_Node.link_quality): the same
@@ -622,6 +645,8 @@ class HeartbeatTracker:
         if node is None:
             return
         self._count(node.state, -1)
+        # Detached: a handle kept by the glue (handle()) is declined by the quiet paths.
+        node.scheduled = None
         self._maybe_compact()
 
     # ---------------------------------------------------------------- persistence
