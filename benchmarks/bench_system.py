@@ -24,7 +24,8 @@ Measured (wall clock, the hass process only, from /proc/<pid>/stat and /proc/<pi
    every device, registry entry and entity at once), after the changing window (with the
    backlog hass had then), and restored and idle.
 3. Start-up: wall and CPU time from ``python -m homeassistant`` until the last node's entities
-   exist and hass is idle, with the home empty and with the N nodes restored from storage,
+   exist and hass is idle, with the home empty (a copy of the config dir from before any node
+   existed, on a broker of its own) and with the N nodes restored from storage, alternated,
    STARTS times each (the median is scored: one start is a noisy number on a shared machine);
    the CPU split into the main thread (the event loop: Home Assistant core, every
    integration's setup, ours included, the state writes) and the other threads (the
@@ -56,6 +57,7 @@ from devstack.hass import (
     HassClient,
     add_mqtt_entry,
     onboard,
+    patch_mqtt_port,
     set_options,
 )
 from devstack.mosquitto import Mosquitto
@@ -77,8 +79,12 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
 class BenchHass(Hass):
     """devstack's hass with the demo's integrations minus the frontend.
 
-    The recorder is not listed but runs: history, logbook and energy depend on it.
+    The recorder is not listed but runs: history, logbook and energy depend on it. Started
+    through ``_hass_named_threads.py``, so each thread's CPU can be told apart in /proc.
     """
+
+    def launcher(self) -> list[str]:
+        return [sys.executable, str(ROOT / "benchmarks" / "_hass_named_threads.py")]
 
     def write_config(self) -> None:
         super().write_config()
@@ -108,10 +114,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def main_thread_cpu_seconds(pid: int) -> float:
-    """utime + stime of the process's main thread (Home Assistant's event loop)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of the main thread (the event loop), the recorder and the other threads.
+
+    Threads that already ended are in none of them (their CPU is in `cpu_seconds` only).
+    """
+    split = {"cpu_main": 0.0, "cpu_recorder": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if task.name == str(pid):
+            split["cpu_main"] += seconds
+        elif comm == "Recorder":
+            split["cpu_recorder"] += seconds
+    return split
 
 
 def rss_kb(pid: int) -> float:
@@ -252,29 +272,20 @@ def timed_start(hass: BenchHass, ready: Callable[[HassClient], bool]) -> dict[st
     finally:
         client.close()
     idle_at = wait_idle(pid)
+    cpu = cpu_seconds(pid)
+    threads = thread_cpu_seconds(pid)
     return {
         "http": http,
         "wall": idle_at - start,
-        "cpu": cpu_seconds(pid),
-        "cpu_main": main_thread_cpu_seconds(pid),
+        "cpu": cpu,
+        **threads,
+        "cpu_other": cpu - threads["cpu_main"] - threads["cpu_recorder"],
         "rss_kb": rss_kb(pid),
     }
 
 
-def timed_starts(
-    hass: BenchHass, ready: Callable[[HassClient], bool], count: int
-) -> list[dict[str, float]]:
-    """`count` starts (hass stopped after each but the last); the last stays running."""
-    runs = []
-    for i in range(count):
-        runs.append(timed_start(hass, ready))
-        if i < count - 1:
-            hass.stop()
-    return runs
-
-
 def median_start(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The median of each figure over the starts."""
+    """The median of each figure over the starts (so the parts need not add up)."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
@@ -316,32 +327,64 @@ def run_fleet(hass: BenchHass, port: int, client: HassClient, idle: float) -> di
     return results
 
 
+def set_up(hass: BenchHass, broker: Mosquitto, empty: BenchHass, empty_broker: Mosquitto) -> None:
+    """Onboard, add MQTT and the home; copy the config dir (no node yet) for the empty starts."""
+    hass.start(timeout=300)
+    client = onboard(hass, USER, PASSWORD, name="bench")
+    try:
+        add_mqtt_entry(client, "127.0.0.1", broker.port)
+        add_home(client)
+    finally:
+        client.close()
+    hass.stop()
+    shutil.copytree(hass.config_dir, empty.config_dir, symlinks=True)
+    patch_mqtt_port(empty.config_dir, empty_broker.port)
+
+
+def alternating_starts(empty_hass: BenchHass, hass: BenchHass) -> dict[str, Any]:
+    """STARTS pairs: the empty home, then the restored one; the restored hass stays up."""
+    empty: list[dict[str, float]] = []
+    restored: list[dict[str, float]] = []
+    for i in range(STARTS):
+        empty.append(timed_start(empty_hass, lambda c: c.state(HOME_SENSOR) is not None))
+        empty_hass.stop()
+        restored.append(
+            timed_start(hass, lambda c: c.state(f"sensor.node_{N - 1:04d}_temperature") is not None)
+        )
+        if i < STARTS - 1:
+            hass.stop()
+    return {
+        "starts_empty": empty,
+        "starts_restored": restored,
+        "start_empty": median_start(empty),
+        "start_restored": median_start(restored),
+    }
+
+
 def main() -> None:
     wall = time.perf_counter()
     # CPU-sensitive: the machine's load (other jobs on the 2 shared cores) goes in the report.
     loads: list[tuple[float, float, float]] = [os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="heartbeat_iot-bench-system-"))
     broker = Mosquitto(work / "mosquitto", persistence=False)
+    # The empty home's starts alternate with the restored ones (the same machine conditions
+    # for both, as every benchmark here alternates its variants): a copy of the config dir
+    # taken before any node existed, on a broker of its own (the fleet's broker holds every
+    # node's retained birth, which would discover the nodes again).
+    empty_broker = Mosquitto(work / "mosquitto-empty", persistence=False)
     hass = BenchHass(work / "config", frontend=False)
+    empty_hass = BenchHass(work / "config-empty", frontend=False)
     client: HassClient | None = None
     results: dict[str, Any] = {}
     try:
         broker.start()
+        empty_broker.start()
+        set_up(hass, broker, empty_hass, empty_broker)
         hass.start(timeout=300)
-        client = onboard(hass, USER, PASSWORD, name="bench")
-        add_mqtt_entry(client, "127.0.0.1", broker.port)
-        add_home(client)
-        client.close()
-        client = None
-
-        hass.stop()
-        results["starts_empty"] = timed_starts(
-            hass, lambda c: c.state(HOME_SENSOR) is not None, STARTS
-        )
-        results["start_empty"] = median_start(results["starts_empty"])
         client = onboard(hass, USER, PASSWORD, name="bench")
         pid = hass.pid
         assert pid is not None
+        wait_idle(pid)
         idle = idle_cores(pid)
         results["idle_cores"] = idle
         results["rss_empty_kb"] = rss_kb(pid)
@@ -352,12 +395,7 @@ def main() -> None:
         client = None
 
         hass.stop()
-        results["starts_restored"] = timed_starts(
-            hass,
-            lambda c: c.state(f"sensor.node_{N - 1:04d}_temperature") is not None,
-            STARTS,
-        )
-        results["start_restored"] = median_start(results["starts_restored"])
+        results.update(alternating_starts(empty_hass, hass))
         client = onboard(hass, USER, PASSWORD, name="bench")
         results["restored_nodes"] = wait(lambda: _known(client), 60, "restored nodes")
         # The fleet running again, in the restarted hass: no discovery burst this time.
@@ -371,7 +409,9 @@ def main() -> None:
         if client is not None:
             client.close()
         hass.stop()
+        empty_hass.stop()
         broker.stop()
+        empty_broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     write_report(results, time.perf_counter() - wall)
 
@@ -396,7 +436,8 @@ def write_report(r: dict[str, Any], wall: float) -> None:
     startup_extra = restored["wall"] - empty["wall"]
     startup_cpu = restored["cpu"] - empty["cpu"]
     main_extra = restored["cpu_main"] - empty["cpu_main"]
-    other_extra = startup_cpu - main_extra
+    recorder_extra = restored["cpu_recorder"] - empty["cpu_recorder"]
+    other_extra = restored["cpu_other"] - empty["cpu_other"]
     rows_cpu = []
     for key, label in (
         ("same", "every reading repeats (heartbeats change nothing either)"),
@@ -452,7 +493,8 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{run['wall']:.2f} s",
             f"{run['cpu']:.2f} s",
             f"{run['cpu_main']:.2f} s",
-            f"{run['cpu'] - run['cpu_main']:.2f} s",
+            f"{run['cpu_recorder']:.2f} s",
+            f"{run['cpu_other']:.2f} s",
             f"{run['rss_kb'] / 1024:.0f} MB",
         ]
 
@@ -470,6 +512,7 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{startup_extra:+.2f} s ({restored['wall'] / empty['wall']:.1f}×)",
             f"**{startup_cpu:+.2f} s**",
             f"{main_extra:+.2f} s",
+            f"{recorder_extra:+.2f} s",
             f"{other_extra:+.2f} s",
             "–",
         ],
@@ -500,10 +543,10 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{r['our_states']:,} entities created and written. Of the difference "
             f"{main_extra:+.2f} s is the event loop (Home Assistant adding and writing each "
             "entity, loading its registries, 16 entries per node, the garbage collector "
-            "walking a heap that grows with the entities; our own code ~0.2 s of it, by hand) "
-            "and "
-            f"{other_extra:+.2f} s the other threads, mostly the recorder writing "
-            f"{r['our_states']:,} new states to its database (benchmarks/NOTES.md)",
+            "walking a heap that grows with the entities; our own code ~0.2 s of it, by hand), "
+            f"{recorder_extra:+.2f} s the recorder recording the {r['our_states']:,} new "
+            f"states (and its share of the collector), {other_extra:+.2f} s the executors: "
+            "nearly all Home Assistant's own cost per entity (benchmarks/NOTES.md)",
         ),
     ]
     report(
@@ -558,18 +601,24 @@ def write_report(r: dict[str, Any], wall: float) -> None:
                         "done (entities up, idle)",
                         "CPU",
                         "of it main thread (event loop)",
-                        "other threads (recorder, executors)",
+                        "recorder thread",
+                        "other threads (executors)",
                         "RSS then",
                     ],
                     rows_start,
                 )
                 + "\n\nDone: the last node's entities exist and hass is idle (< 5 % of a core "
                 "over a second). CPU: the hass process from its start until then, split by "
-                "/proc/<pid>/task into its main thread and the rest. Each start runs "
+                "/proc/<pid>/task into its main thread, the recorder's thread and the rest "
+                "(hass runs through benchmarks/_hass_named_threads.py, which only gives each "
+                "thread its name in /proc). Each start runs "
                 "`python -m homeassistant` afresh (PYTHONDONTWRITEBYTECODE: every start "
                 "compiles Home Assistant's modules, the same work in both kinds of start). Wall "
-                "times depend on what else runs on this shared machine; CPU much less; the "
-                "target takes the median of each kind.",
+                "times depend on what else runs on this shared machine; CPU much less. The "
+                "empty and the restored starts alternate (the empty home is a copy of the "
+                "config dir from before any node existed, on a broker of its own); the target "
+                "takes the median of each kind, each column's median on its own (so the parts "
+                "need not add up to the total).",
             ),
         ],
         wall,

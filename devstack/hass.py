@@ -156,6 +156,10 @@ class Hass:
             link.unlink()
         link.symlink_to(COMPONENT)
 
+    def launcher(self) -> list[str]:
+        """The command that runs Home Assistant (its arguments follow)."""
+        return [sys.executable, "-m", "homeassistant"]
+
     def start(self, timeout: float = 90.0) -> None:
         """Start hass and wait until its HTTP API answers."""
         if self.proc is not None and self.proc.running():
@@ -165,7 +169,7 @@ class Hass:
         self.write_config()
         env = dict(os.environ)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        cmd = [sys.executable, "-m", "homeassistant", "-c", str(self.config_dir), "--skip-pip"]
+        cmd = [*self.launcher(), "-c", str(self.config_dir), "--skip-pip"]
         self.proc = Proc(self.name, cmd, self.stdout_path, env=env)
         self.proc.start()
         self.proc.wait_until(self._http_ready, timeout, f"answering on {self.url}", interval=0.25)
