@@ -22,7 +22,7 @@ from homeassistant.const import ATTR_FRIENDLY_NAME, ATTR_ICON, ATTR_UNIT_OF_MEAS
 from homeassistant.core import HomeAssistant, StateMachine
 from homeassistant.core_config import DATA_CUSTOMIZE
 from homeassistant.helpers import device_registry as dr, entity_registry as er
-from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity import CalculatedState, Entity
 from homeassistant.helpers.entity_component import DATA_INSTANCES
 from homeassistant.helpers.entity_values import EntityValues
 from homeassistant.util.unit_conversion import BaseUnitConverter
@@ -51,12 +51,13 @@ READINGS: dict[str, dict[str, Any]] = {
 
 # What a reading can be in the node registry: floats of every kind (non-finite ones cannot
 # arrive through the hub, but the write must still match), ints up to far beyond the state
-# machine's 255 characters, None (unknown).
+# machine's 255 characters, None (unknown); and bools, which the hub never stores.
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=-1e6, max_value=1e6).map(lambda v: round(v, 3)),
     st.integers(min_value=-(10**300), max_value=10**300),
     st.integers(min_value=-(10**6), max_value=10**6),
+    st.booleans(),  # an int subclass: not ours to format
     st.none(),
 )
 REASONS = st.one_of(st.none(), st.just("below_range"))
@@ -176,7 +177,7 @@ def _check_equal(
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(readings=st.lists(st.tuples(VALUES, REASONS), min_size=len(sensors)))
-    def check(readings: list[tuple[float | None, str | None]]) -> None:
+    def check(readings: list[tuple[float | bool | None, str | None]]) -> None:
         node = sensors["power"].data.nodes[NODE]
         for (key, sensor), (value, reason) in zip(sensors.items(), readings, strict=False):
             node.values[key] = value
@@ -206,11 +207,25 @@ def _check_equal(
 
 
 @pytest.mark.parametrize(
-    ("unit", "precision"),
-    [(False, False), (False, True), (True, False), (True, True)],
-    ids=["no-options", "display-precision", "user-unit", "user-unit+precision"],
+    ("unit", "precision", "online"),
+    [
+        (False, False, True),
+        (False, True, True),
+        (True, False, True),
+        (True, True, True),
+        # Offline every write is HA's (unavailable): once without and once with a conversion.
+        (False, False, False),
+        (True, True, False),
+    ],
+    ids=[
+        "no-options",
+        "display-precision",
+        "user-unit",
+        "user-unit+precision",
+        "offline",
+        "offline-user-unit+precision",
+    ],
 )
-@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_both_write_paths_write_the_same_state(
     hass: HomeAssistant,
@@ -357,3 +372,70 @@ async def test_reason_then_reading(
     assert state.state == "0.5"
     assert "reason" not in state.attributes
     assert ha_writes == []
+
+
+async def test_new_entity_id_and_stale_registry_capabilities(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, ha_writes: list[str]
+) -> None:
+    """A renamed entity id gets the readings; stale registry capabilities are HA's to fix."""
+    go_online(hass, NODE)
+    publish(hass, NODE, "telemetry", "power", {"value": 1.0, "unit": "W"})
+    publish(hass, NODE, "telemetry", "power", {"value": 2.0, "unit": "W"})
+    await hass.async_block_till_done()
+    registry = er.async_get(hass)
+    old_id = registry.async_get_entity_id(SENSOR_DOMAIN, DOMAIN, f"{HOME}_{NODE}_power")
+    assert old_id is not None
+
+    registry.async_update_entity(old_id, new_entity_id="sensor.kettle_power")
+    await hass.async_block_till_done()
+    ha_writes.clear()
+    publish(hass, NODE, "telemetry", "power", {"value": 3.0, "unit": "W"})
+    publish(hass, NODE, "telemetry", "power", {"value": 4.0, "unit": "W"})
+    state = hass.states.get("sensor.kettle_power")
+    assert state is not None
+    assert state.state == "4.0"
+    assert hass.states.get(old_id) is None
+    assert ha_writes == []  # the re-added sensor writes through our path again
+
+    # Capabilities in the registry that differ from the sensor's: HA's write (on the registry
+    # update) corrects them, and the readings after it keep them right.
+    registry.async_update_entity("sensor.kettle_power", capabilities={"state_class": "total"})
+    await hass.async_block_till_done()
+    ha_writes.clear()
+    publish(hass, NODE, "telemetry", "power", {"value": 5.0, "unit": "W"})
+    entry = registry.async_get("sensor.kettle_power")
+    assert entry is not None
+    assert entry.capabilities == {"state_class": "measurement"}
+    state = hass.states.get("sensor.kettle_power")
+    assert state is not None
+    assert (state.state, state.attributes["state_class"]) == ("5.0", "measurement")
+    assert ha_writes == []
+
+
+async def test_our_path_stands_down_when_home_assistant_would_write_another_state(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    ha_writes: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The template is built from HA's own computation; if its state differs, HA writes."""
+    go_online(hass, NODE)
+    publish(hass, NODE, "telemetry", "power", {"value": 1.0, "unit": "W"})
+    await hass.async_block_till_done()
+    original = MetricSensor._async_calculate_state
+
+    def disagreeing(self: MetricSensor) -> CalculatedState:
+        calculated = original(self)
+        return CalculatedState("something else", calculated.attributes, None)
+
+    monkeypatch.setattr(MetricSensor, "_async_calculate_state", disagreeing)
+    ha_writes.clear()
+    publish(hass, NODE, "telemetry", "power", {"value": 2.0, "unit": "W"})
+    publish(hass, NODE, "telemetry", "power", {"value": 3.0, "unit": "W"})
+    assert len(ha_writes) == 2  # both through HA's write (which computes for itself)
+    registry = er.async_get(hass)
+    entity_id = registry.async_get_entity_id(SENSOR_DOMAIN, DOMAIN, f"{HOME}_{NODE}_power")
+    assert entity_id is not None
+    state = hass.states.get(entity_id)
+    assert state is not None
+    assert state.state == "3.0"

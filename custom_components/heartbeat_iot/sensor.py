@@ -276,7 +276,8 @@ def _cached_reading(hass: HomeAssistant, entity_id: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-# Entity._stringify_state's format of a float state.
+# Entity._stringify_state's format of a float state, built once (HA's f-string builds the
+# spec on every call: 0.86 against 0.35 µs).
 _FLOAT_FORMAT = f".{FLOAT_PRECISION}"
 
 
@@ -346,8 +347,12 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
 
     @callback
     def _handle_update(self) -> None:
-        """A new reading: the registry only notifies changed values, so write (fast path)."""
-        self._last_shown = None  # what async_write_changed() does: the next status compares
+        """A new reading: the registry only notifies changed values, so write it.
+
+        Like `async_write_changed()` (forget what was shown, write without comparing), through
+        our own write path when it applies, HA's otherwise.
+        """
+        self._last_shown = None
         if not self._async_write_reading():
             self.async_write_ha_state()
 
@@ -357,14 +362,15 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
 
         Issue 14: `async_write_ha_state()` recomputes on every write what cannot have changed
         since the last one (capability attributes, unit, device class, name, icon, the
-        registry's capabilities…), about a third of a plain sensor's write. For the common
-        case (a finite int/float reading shown as it is: no unit conversion, a numeric device
-        class, available, no `reason`) this writes the state HA makes of such a value with the
-        attributes HA computed the last time (`_WriteTemplate`). They stay valid while the
-        registry entry, the device entry and the customize config are the same objects: HA
-        replaces each when it changes (and then writes through its own path). Anything else
-        takes HA's write. tests/test_sensor_write_path.py proves that both write the same
-        state and attributes (docs/architecture.md §3, step 7).
+        registry's capabilities…): a quarter to a third of a plain sensor's write (bench_hub,
+        benchmarks/NOTES.md). For the common case (a finite int/float reading shown as it is:
+        no unit conversion, a numeric device class, available, no `reason`) this writes the
+        state HA makes of such a value with the attributes HA computed the last time
+        (`_WriteTemplate`). They stay valid while the registry entry, the device entry and the
+        customize config are the same objects: HA replaces each when it changes (and then
+        writes through its own path). Anything else takes HA's write.
+        tests/test_sensor_write_path.py proves that both write the same state and attributes
+        (docs/architecture.md §3, step 7).
         """
         node = self.data.nodes.find(self.node_id)
         if node is None or (value := node.values.get(self.key)) is None:
@@ -376,7 +382,7 @@ class MetricSensor(HomeSyncNodeEntity, SensorEntity):
         if kind is float:
             if not math.isfinite(value):
                 return False  # HA's write raises for it: let it
-            state = f"{value:.{FLOAT_PRECISION}}"
+            state = format(value, _FLOAT_FORMAT)  # HA's f"{state:.{FLOAT_PRECISION}}"
         elif kind is int:
             state = str(value)
             if len(state) > MAX_LENGTH_STATE_STATE:
