@@ -450,12 +450,10 @@ def _fast_heartbeat(data: dict[str, Any]) -> dict[str, Any] | None:
 def decode_heartbeat(payload: str | bytes | bytearray) -> dict[str, Any] | None:
     """The decoded heartbeat if `check_payload` accepts it without question, else None.
 
-    The hub's quiet path in one call (issue 14): `decode_payload`, then HEARTBEAT_SCHEMA's
-    rules as in `_fast_heartbeat`, inline. Numbers come as sent: an int `interval` is not
-    converted (the quiet path only compares it, and 600 == 600.0); `check_payload` would
-    return the same dict with it as a float. None when anything is unusual (not bytes, over
-    64 KiB, not JSON, not an object, any rule the hand check leaves to the schema): the caller
-    then runs decode_payload and check_payload, which give the verdict and its message.
+    The hub's quiet path in one call (issue 14): `decode_payload` and `_fast_heartbeat`, with
+    the same result as `check_payload`. None when anything is unusual (not bytes, over 64 KiB,
+    not JSON, not an object, any rule the hand check leaves to the schema): the caller then
+    runs decode_payload and check_payload, which give the verdict and its message.
     tests/test_protocol_hostile.py runs it against both on the same generated payloads.
     """
     if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
@@ -464,93 +462,18 @@ def decode_heartbeat(payload: str | bytes | bytearray) -> dict[str, Any] | None:
         data = _loads(payload)
     except _DECODE_ERRORS:
         return None
-    if type(data) is not dict:
-        return None
-    seq = data.get("seq")  # None (absent or null) is not an int either
-    uptime = data.get("uptime")
-    if (
-        type(seq) is not int
-        or type(uptime) is not int
-        or not 0 <= seq <= MAX_SEQ
-        or not 0 <= uptime <= MAX_UPTIME
-    ):
-        return None
-    size = len(data)
-    if size == 2:
-        return data
-    seen = 2
-    interval = data.get("interval", _MISSING)
-    if interval is not _MISSING:
-        kind = type(interval)
-        if (kind is not int and kind is not float) or not 1 <= interval <= MAX_INTERVAL:
-            return None
-        if size == 3:
-            return data
-        seen = 3
-    if (relay := data.get("relay", _MISSING)) is not _MISSING:
-        if relay not in RELAY_STATES:
-            return None
-        seen += 1
-    if size > seen and (led := data.get("led", _MISSING)) is not _MISSING:
-        if led not in LED_STATES:
-            return None
-        seen += 1
-    stamp = data.get("timestamp", _MISSING) if size > seen else _MISSING
-    if stamp is not _MISSING and (type(stamp) is not str or len(stamp) > MAX_TIMESTAMP):
-        return None
-    return data
+    return _fast_heartbeat(data) if type(data) is dict else None
 
 
 def decode_telemetry(payload: str | bytes | bytearray) -> dict[str, Any] | None:
-    """`decode_heartbeat` for a telemetry topic: `_fast_telemetry`'s rules inline.
-
-    The result is exactly `check_payload`'s (numbers converted the same way); None: ask
-    decode_payload and check_payload.
-    """
+    """`decode_heartbeat` for a telemetry topic: `decode_payload` and `_fast_telemetry`."""
     if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
         return None
     try:
         data = _loads(payload)
     except _DECODE_ERRORS:
         return None
-    if type(data) is not dict:
-        return None
-    value = data.get("value", _MISSING)
-    kind = type(value)
-    # Chained comparisons are False for NaN; ints compare exactly, however large.
-    if kind is float or kind is int:
-        if not -MAX_READING <= value <= MAX_READING:
-            return None
-    elif value is not None:  # None: the meter cannot measure it now
-        return None
-    size = len(data)
-    seen = 1
-    if size > seen and (unit := data.get("unit", _MISSING)) is not _MISSING:
-        if type(unit) is not str or len(unit) > MAX_UNIT:
-            return None
-        if size == 2:  # value and unit: what a meter sends, done
-            if kind is int:
-                data["value"] = float(value)
-            return data
-        seen += 1
-    if size > seen and (reason := data.get("reason", _MISSING)) is not _MISSING:
-        if type(reason) is not str or len(reason) > MAX_REASON:
-            return None
-        seen += 1
-    quality = data.get("quality", _MISSING) if size > seen else _MISSING
-    if quality is not _MISSING:
-        kind_q = type(quality)
-        if (kind_q is not float and kind_q is not int) or not 0 <= quality <= 100:
-            return None
-        seen += 1
-    stamp = data.get("timestamp", _MISSING) if size > seen else _MISSING
-    if stamp is not _MISSING and (type(stamp) is not str or len(stamp) > MAX_TIMESTAMP):
-        return None
-    if kind is int:
-        data["value"] = float(value)
-    if quality is not _MISSING and type(quality) is not float:
-        data["quality"] = float(quality)
-    return data
+    return _fast_telemetry(data) if type(data) is dict else None
 
 
 def check_payload(topic: Topic, data: dict[str, Any]) -> dict[str, Any] | None:
