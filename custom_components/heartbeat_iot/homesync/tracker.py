@@ -270,6 +270,12 @@ class _Node:
         self.link_fill = 0
 
 
+def _earliest(*times: float | None) -> float | None:
+    """The earliest of the times that are set (None: none is)."""
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
 # What handle() returns: a node's record, opaque to callers (they pass it back, nothing else).
 type Tracked = _Node
 # Module constant: a global load per check instead of an Enum class attribute.
@@ -1094,25 +1100,14 @@ class HeartbeatTracker:
         return max(node.last_transition, self._grace_from) + 2 * self._timeout(node)
 
     def _deadline(self, node: _Node) -> float | None:
-        times = [
-            t
-            for t in (self._silence_deadline(node), self._flap_clear_at(node), node.will_due)
-            if t is not None
-        ]
-        return min(times) if times else None
+        return _earliest(self._silence_deadline(node), self._flap_clear_at(node), node.will_due)
 
     def _due(self, node: _Node) -> float | None:
         """Earliest time tick() has work for the node (silence needs now > deadline)."""
         silence = self._silence_deadline(node)
         if silence is not None:
             silence = math.nextafter(silence, math.inf)
-        clear_at = self._flap_clear_at(node)
-        if silence is None or (clear_at is not None and clear_at < silence):
-            silence = clear_at
-        will_due = node.will_due
-        if will_due is not None and (silence is None or will_due < silence):
-            return will_due
-        return silence
+        return _earliest(silence, self._flap_clear_at(node), node.will_due)
 
     def _schedule(self, node: _Node) -> None:
         """Restore the heap invariant after the node's due time may have moved."""
