@@ -61,6 +61,7 @@ class RequestMemory:
             self._count -= 1
 
     def _find(self, rid):
+        # Two scans rather than index() in a try: a raised ValueError allocates on MicroPython.
         rids = self._rids
         return rids.index(rid) if rid in rids else -1
 
