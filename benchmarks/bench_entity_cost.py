@@ -300,8 +300,9 @@ async def test_bench_entity_cost(
             (
                 "1. Python memory per node (KB, tracemalloc), by what allocated it",
                 table(["part", "ours", "floor"], rows)
-                + "\n\nRSS per node in a real `hass` (bench_system) is about 2.3–2.5× the "
-                "traced total: allocator arenas and fragmentation come on top.",
+                + "\n\nRSS per node in a real `hass` is about 2.5× the traced total, ours and "
+                "the floor alike (bench_system runs this floor's class there, side by side "
+                "with ours): allocator arenas and fragmentation come on top.",
             ),
             (
                 "2. CPU per node of a setup from the store (ms)",

@@ -739,9 +739,9 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{floor_extra['cpu']:+.2f} s CPU (event loop {floor_extra['cpu_main']:+.2f}, "
             f"recorder {floor_extra['cpu_recorder']:+.2f}, executors "
             f"{floor_extra['cpu_other']:+.2f}), so ours is {cpu_ratio} "
-            f"the floor, {startup_cpu - floor_extra['cpu']:+.2f} s above it (our nodes' "
-            "entities, listeners and retained messages, 16 instead of 10 registry entries per "
-            f"node; benchmarks/NOTES.md); {floor_cpu_says}",
+            f"the floor, {startup_cpu - floor_extra['cpu']:+.2f} s above it: what our nodes "
+            "cost beyond 10 minimal entities, not split further (benchmarks/NOTES.md lists "
+            f"the candidates); {floor_cpu_says}",
         ),
     ]
     report(
