@@ -694,12 +694,12 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"the floor alone is {100 - floor_kb:.0f} KB below the limit, ours "
             f"{per_node_kb - floor_kb:.0f} KB above the floor (benchmarks/NOTES.md)"
         )
-    # The floor's start-up moves with the machine as ours does (+2.79 and +3.54 s in two runs
-    # of the same code): the verdict is for this run, the ratio is the steadier number.
+    # The floor's start-up moves between runs as ours does (+2.79 to +3.65 s in three runs of
+    # the same code, benchmarks/NOTES.md): the verdict is for this run only.
     if floor_extra["cpu"] >= 3.1:
         floor_cpu_says = (
             f"the floor alone is {floor_extra['cpu'] - 3.1:.2f} s above the limit in this run "
-            "(its start-up moves with the machine as ours does; the ratio is steadier)"
+            "(it moves between runs as ours does: benchmarks/NOTES.md has the runs)"
         )
     else:
         floor_cpu_says = (
