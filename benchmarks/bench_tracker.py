@@ -716,7 +716,7 @@ def bench_scale(n_reps: int) -> tuple[str, Target]:
                 floor_med,
                 floor_spread,
                 f"{median(floor_samples[n]) / floor_base:.2f}×",
-                f"+{median(samples[n]) - base:.2f} / +{median(floor_samples[n]) - floor_base:.2f}",
+                f"{median(samples[n]) - base:+.2f} / {median(floor_samples[n]) - floor_base:+.2f}",
                 f"{100 * min(quiet_share[n]):.1f} %",
             ]
         )
@@ -737,8 +737,8 @@ def bench_scale(n_reps: int) -> tuple[str, Target]:
         f"every N). The per-heartbeat work is the same at every N; what grows is memory "
         f"latency: at {SCALE_SIZES[-1]:,} nodes every heartbeat's node is a cache miss that "
         f"it is not at {SCALE_SIZES[0]:,}. The floor in the same reps (one last_seen set on "
-        f"a per-node record, nothing else) gets +{floor_extra:.2f} µs slower at "
-        f"{SCALE_SIZES[-1]:,} nodes ({floor_growth:.2f}× its own 1 k cost); ours +{extra:.2f}"
+        f"a per-node record, nothing else) gets {floor_extra:+.2f} µs slower at "
+        f"{SCALE_SIZES[-1]:,} nodes ({floor_growth:.2f}× its own 1 k cost); ours {extra:+.2f}"
         f" µs. That floor's extra alone, on our 1 k cost, is {1 + floor_extra / base:.2f}×: "
         "the bound for any tracker that keeps a Python record per node (benchmarks/NOTES.md)",
     )
