@@ -12,7 +12,8 @@ unload (they are loaded from disk at a restart); their cost is measured by loadi
 part of both registries into fresh registry objects from storage. The same is done, in the
 same run, for the floor: the same number of devices with 10 minimal ``SensorEntity`` each
 (unique id, device info, a name, a value; no listener, no restore), the entities a node has
-enabled by default. CPU per node of the re-setup: median of 5 without tracemalloc. Python
+enabled by default (``benchmarks/_floor_component/sensor.py``: bench_system's floor is the same
+class, in a real ``hass``). CPU per node of the re-setup: median of 5 without tracemalloc. Python
 objects only: RSS is larger (allocator arenas, fragmentation).
 """
 
@@ -28,12 +29,11 @@ import tracemalloc
 from typing import Any
 
 from _benchlib import SMOKE, report, table
+from _floor_component.sensor import FLOOR_PER_NODE, FloorSensor, floor_device
 from homeassistant import config_entries
-from homeassistant.components.sensor import SensorEntity
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
-from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.json import json_bytes
 from homeassistant.util.json import json_loads
@@ -56,7 +56,6 @@ from custom_components.heartbeat_iot.const import (
 
 N = 10 if SMOKE else 300
 REPS = 1 if SMOKE else 5
-FLOOR_PER_NODE = 10  # what a node has enabled by default (tests/test_entity_footprint.py)
 HOME = "cost"
 COMMAND = ".venv/bin/python -m pytest benchmarks/bench_entity_cost.py -q -s -p no:cacheprovider"
 METRICS = (("power", "W", 40.0), ("voltage", "V", 230.0), ("current", "A", 0.2))
@@ -157,27 +156,11 @@ async def _ours(hass: HomeAssistant) -> dict[str, Any]:
     }
 
 
-class FloorSensor(SensorEntity):
-    """Home Assistant's minimum for an entity on a device: unique id, device, name, value."""
-
-    _attr_has_entity_name = True
-    _attr_should_poll = False
-    _attr_native_value = 1.5
-
-    def __init__(self, node: int, index: int, device: DeviceInfo) -> None:
-        """Value `index` of device `node`."""
-        self._attr_unique_id = f"floor_{node}_{index}"
-        self._attr_name = f"Value {index}"
-        self._attr_device_info = device
-
-
 async def _floor(hass: HomeAssistant) -> dict[str, Any]:
     async def setup_platform(
         hass: HomeAssistant, entry: ConfigEntry, add: AddConfigEntryEntitiesCallback
     ) -> None:
-        devices = [
-            DeviceInfo(identifiers={("floor", f"dev{n}")}, name=f"Dev {n}") for n in range(N)
-        ]
+        devices = [floor_device(n, "floor") for n in range(N)]
         add([FloorSensor(n, k, devices[n]) for n in range(N) for k in range(FLOOR_PER_NODE)])
 
     async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
@@ -317,8 +300,9 @@ async def test_bench_entity_cost(
             (
                 "1. Python memory per node (KB, tracemalloc), by what allocated it",
                 table(["part", "ours", "floor"], rows)
-                + "\n\nRSS per node in a real `hass` (bench_system) is about 2.3–2.5× the "
-                "traced total: allocator arenas and fragmentation come on top.",
+                + "\n\nRSS per node in a real `hass` is about 2.5× the traced total, ours and "
+                "the floor alike (bench_system runs this floor's class there, side by side "
+                "with ours): allocator arenas and fragmentation come on top.",
             ),
             (
                 "2. CPU per node of a setup from the store (ms)",
