@@ -17,8 +17,16 @@ from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNKNOWN
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    async_fire_time_changed,
+)
+
+from custom_components.heartbeat_iot.announce import ECHO_WAIT_S, MAX_REPEATS
+from custom_components.heartbeat_iot.homesync.protocol import HUB_ONLINE_PAYLOAD
 
 from .command_helpers import NODE, entity_id, go_online, relay_status, state
 from .conftest import HOME, publish
@@ -44,6 +52,48 @@ async def test_hub_announces_itself_at_start_and_on_every_reconnect(
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
     await hass.async_block_till_done()
     assert len(_announcements(mqtt_mock)) == 2
+
+
+async def test_hub_announces_again_until_it_hears_its_own_announcement(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """Nodes that answered before HA's subscription was live get asked again (RabbitMQ).
+
+    HA's MQTT client subscribes after a cooldown but publishes at once, so a node answering the
+    first announcement at once is not heard; the hub announces again until one comes back to
+    it on its own subscription (a retained copy proves nothing).
+    """
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 1
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=ECHO_WAIT_S + 0.1))
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 2  # not heard back: announced again
+
+    async_fire_mqtt_message(hass, HUB_STATUS, HUB_ONLINE_PAYLOAD, qos=1, retain=True)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2 * ECHO_WAIT_S + 0.2))
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 3  # a retained copy is not an echo
+
+    async_fire_mqtt_message(hass, HUB_STATUS, HUB_ONLINE_PAYLOAD, qos=1)
+    await hass.async_block_till_done()
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=10 * ECHO_WAIT_S))
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 3  # heard: the nodes' answers reach us now
+
+
+async def test_hub_announcements_not_heard_back_stop_after_a_few(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
+) -> None:
+    """A broker ACL that denies HA reading hub/status must not make it announce forever."""
+    for step in range(1, 3 * MAX_REPEATS):
+        async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=step * ECHO_WAIT_S + 1))
+        await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 1 + MAX_REPEATS
+
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await hass.async_block_till_done()
+    assert len(_announcements(mqtt_mock)) == 2 + MAX_REPEATS  # a reconnect starts afresh
 
 
 async def test_led_reported_by_the_node_is_a_real_toggle(

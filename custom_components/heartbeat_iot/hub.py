@@ -15,13 +15,11 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.exceptions import HomeAssistantError
 
 from .availability import AvailabilityMonitor
 from .const import KEY_LAST_SEEN
 from .control import NodeControl
 from .homesync.protocol import (
-    HUB_ONLINE_PAYLOAD,
     Category,
     MetricSpec,
     ProtocolError,
@@ -30,7 +28,6 @@ from .homesync.protocol import (
     decode_heartbeat,
     decode_payload,
     decode_telemetry,
-    hub_status_topic,
     parse_topic,
     subscription_topic,
     truncate,
@@ -126,7 +123,7 @@ class HomeSyncHub:
         self._topics_max = TOPICS_PER_NODE * nodes.max_nodes + TOPICS_PER_NODE
 
     async def async_start(self) -> None:
-        """Subscribe to everything below homesync/{home_id}/nodes/, then announce ourselves."""
+        """Subscribe to everything below homesync/{home_id}/nodes/ (announce.py then announces)."""
         self._unsubscribe.append(
             await mqtt.async_subscribe(
                 self.hass,
@@ -136,43 +133,12 @@ class HomeSyncHub:
                 encoding=None,
             )
         )
-        self._unsubscribe.append(
-            mqtt.async_subscribe_connection_status(self.hass, self._async_on_connection)
-        )
-        if mqtt.is_connected(self.hass):
-            self._announce()
 
     @callback
     def async_stop(self) -> None:
         """Unsubscribe."""
         while self._unsubscribe:
             self._unsubscribe.pop()()
-
-    # --- hub announcement (docs/protocol.md) ----------------------------------------------
-
-    @callback
-    def _async_on_connection(self, connected: bool) -> None:
-        """After every (re)connect the nodes re-publish their state when they hear us.
-
-        A broker that does not deliver retained messages to wildcard subscriptions (RabbitMQ)
-        or lost them (no persistence) would otherwise leave relay, LED and firmware unknown.
-        """
-        if connected:
-            self._announce()
-
-    @callback
-    def _announce(self) -> None:
-        self.hass.async_create_background_task(
-            self._async_publish_announcement(), f"heartbeat_iot announce {self.home_id}"
-        )
-
-    async def _async_publish_announcement(self) -> None:
-        try:
-            await mqtt.async_publish(
-                self.hass, hub_status_topic(self.home_id), HUB_ONLINE_PAYLOAD, qos=1
-            )
-        except HomeAssistantError as err:  # the link dropped again: the next connect retries
-            _LOGGER.debug("Could not announce home %s: %s", self.home_id, err)
 
     # --- message routing (hot path: keep it O(1)) -----------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, Self
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 
+from .announce import HubAnnouncement
 from .availability import AvailabilityMonitor
 from .const import (
     CONF_COMMAND_RETRIES,
@@ -126,6 +127,7 @@ class HomeSyncRuntimeData:
     stale: StaleNodeMonitor  # repair issues for nodes silent for days
     stats: HomeStatistics  # command and message counters (sensors, diagnostics)
     hub: HomeSyncHub  # subscription and routing
+    announcement: HubAnnouncement  # tells the nodes to re-publish their state (docs/protocol.md)
     firmware: FirmwareUpdates  # the bundle on offer, update jobs and their queue
 
     async def async_start(self) -> None:
@@ -143,9 +145,11 @@ class HomeSyncRuntimeData:
         self.stats.async_start()
         await self.firmware.async_start()
         await self.hub.async_start()
+        await self.announcement.async_start()
 
     async def async_stop(self) -> None:
         """Unsubscribe, stop the timers, cancel what is in flight and write what is pending."""
+        self.announcement.async_stop()
         self.hub.async_stop()
         self.stale.async_stop()
         self.stats.async_stop()
@@ -275,5 +279,6 @@ def build_runtime_data(hass: HomeAssistant, entry: HomeSyncConfigEntry) -> HomeS
         stale=stale,
         stats=stats,
         hub=hub,
+        announcement=HubAnnouncement(hass, home_id),
         firmware=firmware,
     )

@@ -138,7 +138,13 @@ def home() -> str:
 
 
 @pytest.fixture
-def node(site: Site, home: str, tmp_path: Path) -> Iterator[Any]:
+def node_options() -> dict[str, Any]:
+    """Extra firmware config of the node (a test parametrizes it to change one setting)."""
+    return {}
+
+
+@pytest.fixture
+def node(site: Site, home: str, tmp_path: Path, node_options: dict[str, Any]) -> Iterator[Any]:
     """One firmware node, already booting; heartbeat and telemetry every second."""
     proc = harness.NodeProcess(
         str(tmp_path),
@@ -151,6 +157,7 @@ def node(site: Site, home: str, tmp_path: Path) -> Iterator[Any]:
         telemetry_interval=HEARTBEAT_S,
         watchdog_s=0,  # a frozen node must stay frozen (no simulated watchdog reset)
         mqtt={"keepalive": KEEPALIVE_S, "brokers": site.node_brokers},
+        **node_options,
     )
     proc.start()
     try:
@@ -406,6 +413,24 @@ async def test_node_appears_online_with_power(chain: Chain) -> None:
     await chain.wait_for_state(
         lambda: (d := chain.device()) is not None and d.sw_version == fw["version"],
         8,  # the node answers the announcement after a random 0-5 s (docs/protocol.md)
+        "the device's firmware version",
+        "firmware version",
+    )
+
+
+@pytest.mark.parametrize("node_options", [{"announce_spread_s": 0}])
+async def test_a_node_answering_the_announcement_at_once_is_heard(chain: Chain) -> None:
+    """Its firmware version reaches the device even when no retained copy does (RabbitMQ).
+
+    The node answers the hub's announcement without its usual random delay: the first answer
+    races Home Assistant's own SUBSCRIBE (sent after a cooldown, the announcement at once), so
+    the hub must announce again until it hears its announcement come back (announce.py).
+    """
+    await chain.wait_online()
+    fw = chain.peer.wait_for("status/firmware", timeout=5)[2]
+    await chain.wait_for_state(
+        lambda: (d := chain.device()) is not None and d.sw_version == fw["version"],
+        8,
         "the device's firmware version",
         "firmware version",
     )
