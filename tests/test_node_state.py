@@ -25,8 +25,11 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
-from custom_components.heartbeat_iot.announce import ECHO_WAIT_S, MAX_REPEATS
-from custom_components.heartbeat_iot.homesync.protocol import HUB_ONLINE_PAYLOAD
+from custom_components.heartbeat_iot.announce import MAX_PROBES, PROBE_WAIT_S
+from custom_components.heartbeat_iot.homesync.protocol import (
+    HUB_ONLINE_PAYLOAD,
+    HUB_PROBE_PAYLOAD,
+)
 
 from .command_helpers import NODE, entity_id, go_online, relay_status, state
 from .conftest import HOME, publish
@@ -34,8 +37,24 @@ from .conftest import HOME, publish
 HUB_STATUS = f"homesync/{HOME}/hub/status"
 
 
-def _announcements(mqtt_mock: Any) -> list[Any]:
-    return [c for c in mqtt_mock.async_publish.call_args_list if c.args[0] == HUB_STATUS]
+def _published(mqtt_mock: Any, payload: str = HUB_ONLINE_PAYLOAD) -> list[Any]:
+    """What the hub published on hub/status with that payload (the announcement by default)."""
+    return [
+        c
+        for c in mqtt_mock.async_publish.call_args_list
+        if c.args[0] == HUB_STATUS and c.args[1] == payload
+    ]
+
+
+async def _hear(hass: HomeAssistant, payload: str, *, retain: bool = False) -> None:
+    """The broker delivers a message on hub/status to HA's own subscription."""
+    async_fire_mqtt_message(hass, HUB_STATUS, payload, qos=1, retain=retain)
+    await hass.async_block_till_done()
+
+
+async def _wait(hass: HomeAssistant, seconds: float) -> None:
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=seconds))
+    await hass.async_block_till_done()
 
 
 async def test_hub_announces_itself_at_start_and_on_every_reconnect(
@@ -43,57 +62,61 @@ async def test_hub_announces_itself_at_start_and_on_every_reconnect(
 ) -> None:
     """Nodes re-publish birth, relay, LED and firmware when they hear this (not retained)."""
     await hass.async_block_till_done()
-    calls = _announcements(mqtt_mock)
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == 1
+    await _hear(hass, HUB_PROBE_PAYLOAD)  # our subscriptions are live
+    calls = _published(mqtt_mock)
     assert [c.args[1:] for c in calls] == [('{"online": true}', 1, False)]
 
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
     await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 1  # nothing to say while the link is down
+    assert len(_published(mqtt_mock)) == 1  # nothing to say while the link is down
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
     await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 2
+    await _hear(hass, HUB_PROBE_PAYLOAD)
+    assert len(_published(mqtt_mock)) == 2
 
 
-async def test_hub_announces_again_until_it_hears_its_own_announcement(
+async def test_hub_announces_once_its_probe_comes_back(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
 ) -> None:
-    """Nodes that answered before HA's subscription was live get asked again (RabbitMQ).
+    """Nodes are asked only once HA hears its own subscriptions work (RabbitMQ).
 
-    HA's MQTT client subscribes after a cooldown but publishes at once, so a node answering the
-    first announcement at once is not heard; the hub announces again until one comes back to
-    it on its own subscription (a retained copy proves nothing).
+    HA's MQTT client subscribes after a cooldown but publishes at once, so an announcement
+    published at start could be answered before HA listens. The hub probes hub/status with a
+    payload nodes ignore until it hears it back (a retained copy proves nothing), then
+    announces once: every node answers once, and is heard.
     """
     await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 1
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=ECHO_WAIT_S + 0.1))
-    await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 2  # not heard back: announced again
+    assert _published(mqtt_mock) == []  # no announcement before the probe came back
+    await _wait(hass, PROBE_WAIT_S + 0.1)
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == 2  # not heard back: probed again
 
-    async_fire_mqtt_message(hass, HUB_STATUS, HUB_ONLINE_PAYLOAD, qos=1, retain=True)
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2 * ECHO_WAIT_S + 0.2))
-    await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 3  # a retained copy is not an echo
+    await _hear(hass, HUB_PROBE_PAYLOAD, retain=True)
+    await _wait(hass, 2 * PROBE_WAIT_S + 0.2)
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == 3  # a retained copy is no echo
+    assert _published(mqtt_mock) == []
 
-    async_fire_mqtt_message(hass, HUB_STATUS, HUB_ONLINE_PAYLOAD, qos=1)
-    await hass.async_block_till_done()
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=10 * ECHO_WAIT_S))
-    await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 3  # heard: the nodes' answers reach us now
+    await _hear(hass, HUB_PROBE_PAYLOAD)
+    assert len(_published(mqtt_mock)) == 1  # heard: announced, once
+    await _hear(hass, HUB_ONLINE_PAYLOAD)  # our announcement comes back: nothing more
+    await _wait(hass, 10 * PROBE_WAIT_S)
+    assert len(_published(mqtt_mock)) == 1
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == 3
 
 
-async def test_hub_announcements_not_heard_back_stop_after_a_few(
+async def test_hub_probes_not_heard_back_stop_and_it_announces_anyway(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, mqtt_mock: Any
 ) -> None:
-    """A broker ACL that denies HA reading hub/status must not make it announce forever."""
-    for step in range(1, 3 * MAX_REPEATS):
-        async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=step * ECHO_WAIT_S + 1))
-        await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 1 + MAX_REPEATS
+    """A broker ACL that denies HA reading hub/status must not make it probe forever."""
+    for step in range(1, 3 * MAX_PROBES):
+        await _wait(hass, step * PROBE_WAIT_S + 0.5)
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == MAX_PROBES
+    assert len(_published(mqtt_mock)) == 1  # announced all the same, once
 
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
     await hass.async_block_till_done()
-    assert len(_announcements(mqtt_mock)) == 2 + MAX_REPEATS  # a reconnect starts afresh
+    assert len(_published(mqtt_mock, HUB_PROBE_PAYLOAD)) == MAX_PROBES + 1  # afresh
 
 
 async def test_led_reported_by_the_node_is_a_real_toggle(

@@ -422,9 +422,9 @@ async def test_node_appears_online_with_power(chain: Chain) -> None:
 async def test_a_node_answering_the_announcement_at_once_is_heard(chain: Chain) -> None:
     """Its firmware version reaches the device even when no retained copy does (RabbitMQ).
 
-    The node answers the hub's announcement without its usual random delay: the first answer
-    races Home Assistant's own SUBSCRIBE (sent after a cooldown, the announcement at once), so
-    the hub must announce again until it hears its announcement come back (announce.py).
+    The node answers the hub's announcement without its usual random delay: an announcement
+    published at start races Home Assistant's own SUBSCRIBE (sent after a cooldown, a publish at
+    once), so the hub announces only once it hears its probe come back (announce.py).
     """
     await chain.wait_online()
     fw = chain.peer.wait_for("status/firmware", timeout=5)[2]

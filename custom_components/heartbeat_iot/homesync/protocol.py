@@ -147,6 +147,9 @@ DISCOVERY_TOPIC: Final = f"{ROOT}/+/{NODES}/+/status/online"
 # The integration's own announcement (docs/protocol.md, hub announcement): nodes answer it by
 # re-publishing their state, so nothing depends on the broker delivering retained messages.
 HUB_ONLINE_PAYLOAD: Final = '{"online": true}'
+# HA's probe on the same topic, which nodes ignore (not `"online": true`): hearing it back tells
+# the integration its subscriptions are live before it announces (announce.py).
+HUB_PROBE_PAYLOAD: Final = '{"probe": true}'
 
 
 def hub_status_topic(home_id: str) -> str:
