@@ -294,6 +294,21 @@ class Chain:
 
         await wait_until(online, timeout, "connectivity on")
 
+    async def wait_announced(self, timeout: float = 10) -> None:
+        """Wait until HA has sent its hub announcement (docs/protocol.md "Hub announcement").
+
+        Nodes answer it by re-publishing their state, a re-published ``status/relay`` carrying
+        the source of the last change; a test counting executions waits for it first, so
+        that an answer is not counted as one (it comes up to ~5 s after HA's entry starts)."""
+
+        def announced() -> bool:
+            return any(
+                isinstance(m[1], dict) and m[1].get("online") is True and not m[2]
+                for m in self.hub_witness.get(self.started)
+            )
+
+        await wait_until(announced, timeout, "the hub announcement")
+
     async def wait_for_state(
         self, predicate: Callable[[], Any], timeout: float, what: str, needs: str
     ) -> None:
@@ -642,11 +657,17 @@ async def test_broker_restart_keeps_node_and_commands_working(
     assert (STATE_OFF, "unexpected_disconnect") not in states, states
 
 
+# Spread 0: the node answers the hub announcement at once, so an answer falls inside the window
+# where a second execution would be counted if the test did not wait for the announcement.
+@pytest.mark.parametrize("node_options", [{"announce_spread_s": 0}])
 async def test_queued_command_reaches_offline_node_once(chain: Chain) -> None:
     """A command queued for an offline node (``send_command`` with ``queue: true``) is
     delivered once when the node is back, and confirmed."""
     hass, peer, node = chain.hass, chain.peer, chain.node
     await chain.wait_online()
+    # The node stops before it could answer; the one started below connects after the
+    # announcement, so no re-published status/relay is counted as a second execution.
+    await chain.wait_announced()
     device = chain.device()
     assert device is not None
     completed = async_capture_events(hass, f"{DOMAIN}_command_completed")
