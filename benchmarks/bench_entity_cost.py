@@ -20,6 +20,7 @@ objects only: RSS is larger (allocator arenas, fragmentation).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 import gc
 import json
 from pathlib import Path
@@ -29,11 +30,16 @@ import tracemalloc
 from typing import Any
 
 from _benchlib import SMOKE, report, table
-from _floor_component.sensor import FLOOR_PER_NODE, FloorSensor, floor_device
+from _floor_component import floor_device
+from _floor_component.kinds import kinds_entities
+from _floor_component.sensor import FLOOR_PER_NODE, FloorSensor
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.json import json_bytes
 from homeassistant.util.json import json_loads
@@ -156,30 +162,56 @@ async def _ours(hass: HomeAssistant) -> dict[str, Any]:
     }
 
 
-async def _floor(hass: HomeAssistant) -> dict[str, Any]:
-    async def setup_platform(
-        hass: HomeAssistant, entry: ConfigEntry, add: AddConfigEntryEntitiesCallback
-    ) -> None:
-        devices = [floor_device(n, "floor") for n in range(N)]
-        add([FloorSensor(n, k, devices[n]) for n in range(N) for k in range(FLOOR_PER_NODE)])
+def _plain_floor(node: int, device: DeviceInfo) -> dict[Platform, list[Entity]]:
+    return {Platform.SENSOR: [FloorSensor(node, k, device) for k in range(FLOOR_PER_NODE)]}
+
+
+async def _floor(
+    hass: HomeAssistant,
+    domain: str,
+    build: Callable[[int, DeviceInfo], dict[Platform, list[Entity]]],
+) -> dict[str, Any]:
+    """A floor's entry (``build``: one device's entities by platform), measured as ours is."""
+    by_platform: dict[Platform, list[Entity]] = {}
+
+    def build_all() -> None:
+        # New objects for each setup, as a restart makes them.
+        by_platform.clear()
+        for n in range(N):
+            for platform, entities in build(n, floor_device(n, domain)).items():
+                by_platform.setdefault(platform, []).extend(entities)
+
+    def platform_setup(platform: Platform) -> Any:
+        async def setup_platform(
+            hass: HomeAssistant, entry: ConfigEntry, add: AddConfigEntryEntitiesCallback
+        ) -> None:
+            add(by_platform[platform])
+
+        return setup_platform
 
     async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-        await hass.config_entries.async_forward_entry_setups(entry, ["sensor"])
+        build_all()
+        await hass.config_entries.async_forward_entry_setups(entry, list(by_platform))
         return True
 
     async def unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-        return await hass.config_entries.async_unload_platforms(entry, ["sensor"])
+        return await hass.config_entries.async_unload_platforms(entry, list(by_platform))
 
     class FloorFlow(config_entries.ConfigFlow):
         VERSION = 1
 
     mock_integration(
-        hass, MockModule("floor", async_setup_entry=setup_entry, async_unload_entry=unload_entry)
+        hass, MockModule(domain, async_setup_entry=setup_entry, async_unload_entry=unload_entry)
     )
-    mock_platform(hass, "floor.sensor", MockPlatform(async_setup_entry=setup_platform))
-    mock_platform(hass, "floor.config_flow", None)
-    with mock_config_flow("floor", FloorFlow):
-        entry = MockConfigEntry(domain="floor")
+    for platform in build(0, floor_device(0, domain)):
+        mock_platform(
+            hass,
+            f"{domain}.{platform}",
+            MockPlatform(async_setup_entry=platform_setup(platform)),
+        )
+    mock_platform(hass, f"{domain}.config_flow", None)
+    with mock_config_flow(domain, FloorFlow):
+        entry = MockConfigEntry(domain=domain)
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
@@ -233,54 +265,62 @@ def _kb(value: float) -> str:
 async def test_bench_entity_cost(
     hass: HomeAssistant, mqtt_mock: Any, hass_storage: dict[str, Any]
 ) -> None:
-    """Ours and the floor, one after the other in the same Home Assistant."""
-    ours = await _ours(hass)
-    floor = await _floor(hass)
-    ours_registry = await _registry_entries(hass, hass_storage, ours["entry"])
-    floor_registry = await _registry_entries(hass, hass_storage, floor["entry"])
+    """Ours and the two floors, one after the other in the same Home Assistant."""
+    columns = {
+        "ours": await _ours(hass),
+        "kinds": await _floor(hass, "kinds", kinds_entities),
+        "floor": await _floor(hass, "floor", _plain_floor),
+    }
+    registry = {
+        name: await _registry_entries(hass, hass_storage, column["entry"])
+        for name, column in columns.items()
+    }
+    setup = {name: sum(column["again"].values()) for name, column in columns.items()}
+    enabled = {"ours": columns["ours"]["enabled"], "kinds": FLOOR_PER_NODE, "floor": FLOOR_PER_NODE}
 
-    parts = sorted({*ours["again"], *floor["again"]}, key=lambda p: -ours["again"].get(p, 0))
+    def row(label: str, value: Callable[[str], float], bold: bool = False) -> list[str]:
+        cells = [_kb(value(name)) for name in columns]
+        return [f"**{label}**", *(f"**{c}**" for c in cells)] if bold else [label, *cells]
+
+    ours_parts = columns["ours"]["again"]
+    parts = sorted(
+        {part for column in columns.values() for part in column["again"]},
+        key=lambda p: -ours_parts.get(p, 0),
+    )
+
+    def part_of(part: str) -> Callable[[str], float]:
+        return lambda name: float(columns[name]["again"].get(part, 0)) / N
+
     rows = [
-        [part, _kb(ours["again"].get(part, 0) / N), _kb(floor["again"].get(part, 0) / N)]
+        row(part, part_of(part))
         for part in parts
-        if abs(ours["again"].get(part, 0)) + abs(floor["again"].get(part, 0)) >= N * 50
+        if sum(abs(column["again"].get(part, 0)) for column in columns.values()) >= N * 50
     ]
-    ours_setup = sum(ours["again"].values())
-    floor_setup = sum(floor["again"].values())
     rows += [
-        [
-            "**setup from the store, in all**",
-            f"**{_kb(ours_setup / N)}**",
-            f"**{_kb(floor_setup / N)}**",
-        ],
-        [
-            f"entity registry entries ({ours['registered']} per node, disabled ones included) "
-            "and the device, loaded from disk",
-            _kb(ours_registry),
-            _kb(floor_registry),
-        ],
-        [
-            "**per node, traced**",
-            f"**{_kb(ours_setup / N + ours_registry)}**",
-            f"**{_kb(floor_setup / N + floor_registry)}**",
-        ],
-        [
+        row("setup from the store, in all", lambda name: setup[name] / N, bold=True),
+        row(
+            f"entity registry entries ({columns['ours']['registered']} per node for ours, "
+            "disabled ones included; 10 for the floors) and the device, loaded from disk",
+            lambda name: registry[name],
+        ),
+        row("per node, traced", lambda name: setup[name] / N + registry[name], bold=True),
+        row(
             "per enabled entity (setup from the store)",
-            _kb(ours_setup / N / ours["enabled"]),
-            _kb(floor_setup / N / FLOOR_PER_NODE),
-        ],
+            lambda name: setup[name] / N / enabled[name],
+        ),
     ]
+    labels = {
+        "ours": "ours (a node's entities from the store)",
+        "kinds": "floor of our kinds (a node's 10 entity kinds, nothing behind them)",
+        "floor": f"floor ({FLOOR_PER_NODE} minimal sensors on a device)",
+    }
     cpu_rows = [
         [
-            "ours (a node's entities from the store)",
-            f"{statistics.median(ours['cpu']):.2f}",
-            f"{min(ours['cpu']):.2f}–{max(ours['cpu']):.2f}",
-        ],
-        [
-            f"floor ({FLOOR_PER_NODE} minimal sensors on a device)",
-            f"{statistics.median(floor['cpu']):.2f}",
-            f"{min(floor['cpu']):.2f}–{max(floor['cpu']):.2f}",
-        ],
+            labels[name],
+            f"{statistics.median(column['cpu']):.2f}",
+            f"{min(column['cpu']):.2f}–{max(column['cpu']):.2f}",
+        ]
+        for name, column in columns.items()
     ]
     report(
         "bench_entity_cost",
@@ -290,19 +330,25 @@ async def test_bench_entity_cost(
             f"- {N:,} nodes (birth, relay, heartbeat, {len(METRICS)} readings each), then the "
             "entry set up again from its store under `tracemalloc` (innermost frame), after "
             "`gc.collect()`",
-            f"- per node: {ours['enabled']:.1f} entities enabled, {ours['registered']} in the "
-            "entity registry (the others disabled by default; they are not built at start)",
+            f"- per node: {columns['ours']['enabled']:.1f} entities enabled, "
+            f"{columns['ours']['registered']} in the entity registry (the others disabled by "
+            "default; they are not built at start)",
+            f"- floor of our kinds: {N:,} devices × the 10 entity kinds a node has enabled "
+            "(connectivity, relay and LED switches, 5 readings with device class, unit and "
+            "state class, event, firmware update; `benchmarks/_floor_component/kinds.py`) with "
+            "constant values and no code of ours",
             f"- floor: {N:,} devices × {FLOOR_PER_NODE} minimal `SensorEntity` (unique id, "
-            "device info, name, value), measured the same way in the same run",
+            "device info, name, value)",
+            "- all three measured the same way in the same run",
             f"- CPU: median of {REPS} unload + setup cycles, without tracemalloc",
         ],
         [
             (
                 "1. Python memory per node (KB, tracemalloc), by what allocated it",
-                table(["part", "ours", "floor"], rows)
+                table(["part", "ours", "floor of our kinds", "floor"], rows)
                 + "\n\nRSS per node in a real `hass` is about 2.5× the traced total, ours and "
-                "the floor alike (bench_system runs this floor's class there, side by side "
-                "with ours): allocator arenas and fragmentation come on top.",
+                "the floor alike (bench_system runs the plain floor's class there, side by "
+                "side with ours): allocator arenas and fragmentation come on top.",
             ),
             (
                 "2. CPU per node of a setup from the store (ms)",

@@ -197,10 +197,13 @@ def add_home(client: HassClient) -> str:
     return entry_id
 
 
-def add_floor(client: HassClient) -> str:
-    """The floor's one entry through the config-flow API: N devices × 10 minimal sensors."""
+def add_floor(client: HassClient, kinds: bool) -> str:
+    """A floor's one entry through the config-flow API: N devices × 10 minimal sensors, or
+    (``kinds``) × the 10 entity kinds a node has enabled."""
     flow = client.post("/api/config/config_entries/flow", {"handler": FLOOR_DOMAIN})
-    result = client.post(f"/api/config/config_entries/flow/{flow['flow_id']}", {"devices": N})
+    result = client.post(
+        f"/api/config/config_entries/flow/{flow['flow_id']}", {"devices": N, "kinds": kinds}
+    )
     if result.get("type") != "create_entry":
         raise RuntimeError(f"floor entry not created: {result}")
     return str(result["result"]["entry_id"])
@@ -209,6 +212,8 @@ def add_floor(client: HassClient) -> str:
 HOME_SENSOR = f"sensor.homesync_{HOME}_nodes_online"
 # The floor's last entity (benchmarks/_floor_component/sensor.py names them).
 FLOOR_LAST = f"sensor.dev_{N - 1}_value_{FLOOR_PER_NODE - 1}"
+# The kinds floor's last entity (benchmarks/_floor_component/kinds.py: its last platform's).
+KINDS_LAST = f"update.dev_{N - 1}_firmware"
 
 
 def last_value_ok(client: HassClient, last_seq: float) -> bool:
@@ -382,11 +387,12 @@ def set_up(
     empty: BenchHass,
     empty_broker: Mosquitto,
     floor: BenchHass,
+    kinds: BenchHass,
 ) -> None:
     """Onboard, add MQTT and the home; copy the config dir (no node yet) for the empty starts.
 
-    The floor's config dir is another copy of the same empty home, on the empty home's broker
-    (the two never run at once), plus the floor's entry: its N devices and 10 N entities are
+    Each floor's config dir is another copy of the same empty home, on the empty home's broker
+    (they never run at once), plus the floor's entry: its N devices and 10 N entities are
     created once here, so its timed starts restore them as ours are restored.
     """
     hass.start(timeout=300)
@@ -397,14 +403,20 @@ def set_up(
     finally:
         client.close()
     hass.stop()
-    for copy in (empty, floor):
+    for copy in (empty, floor, kinds):
         shutil.copytree(hass.config_dir, copy.config_dir, symlinks=True)
         patch_mqtt_port(copy.config_dir, empty_broker.port)
+    create_floor(floor, False, FLOOR_LAST)
+    create_floor(kinds, True, KINDS_LAST)
+
+
+def create_floor(floor: BenchHass, kinds: bool, last: str) -> None:
+    """Start the floor's hass once, add its entry, wait for its last entity and idle."""
     floor.start(timeout=300)
     client = onboard(floor, USER, PASSWORD, name="bench")
     try:
-        add_floor(client)
-        wait(lambda: client.state(FLOOR_LAST) is not None, 300, "the floor's entities")
+        add_floor(client, kinds)
+        wait(lambda: client.state(last) is not None, 300, "the floor's entities")
     finally:
         client.close()
     pid = floor.pid
@@ -414,19 +426,23 @@ def set_up(
 
 
 def alternating_starts(
-    empty_hass: BenchHass, floor_hass: BenchHass, hass: BenchHass
+    empty_hass: BenchHass, floor_hass: BenchHass, kinds_hass: BenchHass, hass: BenchHass
 ) -> dict[str, Any]:
-    """STARTS rounds: the floor, the empty home, then ours restored; the last one stays up.
+    """STARTS rounds: the floor, the kinds floor, the empty home, then ours restored; the last
+    one stays up.
 
-    Ours keeps its place right after an empty start (as before the floor was added); the floor
-    opens each round, ready by the same rule (its last entity exists, then idle).
+    Ours keeps its place right after an empty start (as before the floors were added); the
+    floors open each round, ready by the same rule (their last entity exists, then idle).
     """
     empty: list[dict[str, float]] = []
     floor: list[dict[str, float]] = []
+    kinds: list[dict[str, float]] = []
     restored: list[dict[str, float]] = []
     for i in range(STARTS):
         floor.append(timed_start(floor_hass, lambda c: c.state(FLOOR_LAST) is not None))
         floor_hass.stop()
+        kinds.append(timed_start(kinds_hass, lambda c: c.state(KINDS_LAST) is not None))
+        kinds_hass.stop()
         empty.append(timed_start(empty_hass, lambda c: c.state(HOME_SENSOR) is not None))
         empty_hass.stop()
         restored.append(
@@ -437,9 +453,11 @@ def alternating_starts(
     return {
         "starts_empty": empty,
         "starts_floor": floor,
+        "starts_kinds": kinds,
         "starts_restored": restored,
         "start_empty": median_start(empty),
         "start_floor": median_start(floor),
+        "start_kinds": median_start(kinds),
         "start_restored": median_start(restored),
     }
 
@@ -459,12 +477,14 @@ def main() -> None:
     empty_hass = BenchHass(work / "config-empty", frontend=False)
     # The floor: the empty home plus N devices × 10 minimal entities (benchmarks/_floor_component).
     floor_hass = BenchHass(work / "config-floor", frontend=False)
+    # The kinds floor: the same with the 10 entity kinds a node has (…/_floor_component/kinds.py).
+    kinds_hass = BenchHass(work / "config-kinds", frontend=False)
     client: HassClient | None = None
     results: dict[str, Any] = {}
     try:
         broker.start()
         empty_broker.start()
-        set_up(hass, broker, empty_hass, empty_broker, floor_hass)
+        set_up(hass, broker, empty_hass, empty_broker, floor_hass, kinds_hass)
         hass.start(timeout=300)
         client = onboard(hass, USER, PASSWORD, name="bench")
         pid = hass.pid
@@ -480,7 +500,7 @@ def main() -> None:
         client = None
 
         hass.stop()
-        results.update(alternating_starts(empty_hass, floor_hass, hass))
+        results.update(alternating_starts(empty_hass, floor_hass, kinds_hass, hass))
         client = onboard(hass, USER, PASSWORD, name="bench")
         results["restored_nodes"] = wait(lambda: _known(client), 60, "restored nodes")
         # The fleet running again, in the restarted hass: no discovery burst this time.
@@ -496,6 +516,7 @@ def main() -> None:
         hass.stop()
         empty_hass.stop()
         floor_hass.stop()
+        kinds_hass.stop()
         broker.stop()
         empty_broker.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -532,9 +553,11 @@ def write_report(r: dict[str, Any], wall: float) -> None:
     empty, restored = r["start_empty"], r["start_restored"]
     # The floor: the same empty home plus N devices × 10 minimal entities, restored, measured
     # the same way in the same run (its starts alternate with the empty and ours).
-    floor = r["start_floor"]
+    floor, kinds = r["start_floor"], r["start_kinds"]
     floor_kb = (floor["rss_kb"] - empty["rss_kb"]) / N
+    kinds_kb = (kinds["rss_kb"] - empty["rss_kb"]) / N
     floor_extra = {key: floor[key] - empty[key] for key in ("wall", "cpu", *CPU_PARTS)}
+    kinds_extra = {key: kinds[key] - empty[key] for key in ("wall", "cpu", *CPU_PARTS)}
     ours_extra = {key: restored[key] - empty[key] for key in ("wall", "cpu", *CPU_PARTS)}
     startup_extra, startup_cpu = ours_extra["wall"], ours_extra["cpu"]
     registered_per_node = r["our_registered"] / N
@@ -584,6 +607,12 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{floor_kb:.0f} KB per device",
         ],
         [
+            f"hass restarted with the kinds floor's {N:,} devices restored (a node's "
+            f"{FLOOR_PER_NODE} entity kinds, nothing behind them, no traffic), idle",
+            f"{kinds['rss_kb'] / 1024:.0f} MB",
+            f"{kinds_kb:.0f} KB per device",
+        ],
+        [
             f"hass restarted with the {N:,} nodes restored, the fleet running (same-value "
             f"window, backlog {r['same_restarted']['lag']:.0f} s): what a user's hass runs "
             "like after the first day (scored)",
@@ -614,9 +643,16 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             start_row(f"floor: {N:,} devices restored, start {i + 1}", run)
             for i, run in enumerate(r["starts_floor"])
         ),
+        *(
+            start_row(f"kinds floor: {N:,} devices restored, start {i + 1}", run)
+            for i, run in enumerate(r["starts_kinds"])
+        ),
         start_row(f"home empty, median of {len(r['starts_empty'])}", empty),
         start_row(f"{N:,} nodes restored, median of {len(r['starts_restored'])}", restored),
         start_row(f"floor: {N:,} devices restored, median of {len(r['starts_floor'])}", floor),
+        start_row(
+            f"kinds floor: {N:,} devices restored, median of {len(r['starts_kinds'])}", kinds
+        ),
         [
             "difference of the medians (the restore)",
             "–",
@@ -635,50 +671,67 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             *(f"{floor_extra[key]:+.2f} s" for key in CPU_PARTS),
             "–",
         ],
-    ]
-    rows_floor = [
         [
-            "start-up CPU, restored − empty (scored for ours)",
-            f"**{startup_cpu:+.2f} s**",
-            f"{floor_extra['cpu']:+.2f} s",
-            ratio(startup_cpu, floor_extra["cpu"]),
+            "kinds floor: difference of the medians (its restore)",
+            "–",
+            f"{kinds_extra['wall']:+.2f} s ({kinds['wall'] / empty['wall']:.1f}×)",
+            f"{kinds_extra['cpu']:+.2f} s",
+            *(f"{kinds_extra[key]:+.2f} s" for key in CPU_PARTS),
+            "–",
         ],
+    ]
+
+    def floor_row(label: str, ours: float, kinds: float, floor: float, unit: str) -> list[str]:
+        if unit == "s":
+            cells = [f"{value:+.2f} s" for value in (ours, kinds, floor)]
+        else:
+            cells = [f"{value:.0f} KB" for value in (ours, kinds, floor)]
+        return [label, *cells, ratio(ours, kinds), ratio(ours, floor)]
+
+    rows_floor = [
+        floor_row(
+            "start-up CPU, restored − empty (scored for ours)",
+            startup_cpu,
+            kinds_extra["cpu"],
+            floor_extra["cpu"],
+            "s",
+        ),
         *(
-            [
-                f"of it {label}",
-                f"{ours_extra[key]:+.2f} s",
-                f"{floor_extra[key]:+.2f} s",
-                ratio(ours_extra[key], floor_extra[key]),
-            ]
+            floor_row(f"of it {label}", ours_extra[key], kinds_extra[key], floor_extra[key], "s")
             for key, label in (
                 ("cpu_main", "main thread (event loop)"),
                 ("cpu_recorder", "recorder thread"),
                 ("cpu_other", "other threads (executors)"),
             )
         ),
-        [
+        floor_row(
             "start-up wall, restored − empty",
-            f"{startup_extra:+.2f} s",
-            f"{floor_extra['wall']:+.2f} s",
-            ratio(startup_extra, floor_extra["wall"]),
-        ],
-        [
-            "RSS per node, restored and idle (like for like: no traffic on either)",
-            f"{restored_kb:.0f} KB",
-            f"{floor_kb:.0f} KB",
-            ratio(restored_kb, floor_kb),
-        ],
-        [
-            "RSS per node, ours with the fleet running after a restart (scored) vs the floor "
+            startup_extra,
+            kinds_extra["wall"],
+            floor_extra["wall"],
+            "s",
+        ),
+        floor_row(
+            "RSS per node, restored and idle (like for like: no traffic on any)",
+            restored_kb,
+            kinds_kb,
+            floor_kb,
+            "KB",
+        ),
+        floor_row(
+            "RSS per node, ours with the fleet running after a restart (scored) vs the floors "
             "restored and idle",
-            f"**{per_node_kb:.0f} KB**",
-            f"{floor_kb:.0f} KB",
-            ratio(per_node_kb, floor_kb),
-        ],
+            per_node_kb,
+            kinds_kb,
+            floor_kb,
+            "KB",
+        ),
         [
             "entities per node: enabled (states) / in the entity registry",
             f"{entities_per_node:.1f} / {registered_per_node:.1f}",
             f"{FLOOR_PER_NODE} / {FLOOR_PER_NODE}",
+            f"{FLOOR_PER_NODE} / {FLOOR_PER_NODE}",
+            "–",
             "–",
         ],
     ]
@@ -722,7 +775,9 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{ratio(restored_kb, floor_kb)} the floor, {restored_kb - floor_kb:+.0f} KB: our "
             "entity objects, listeners and node data, and 6 more registry entries per node "
             "(disabled by default; bench_entity_cost splits them); the scored number, with the "
-            f"fleet running, is {ratio(per_node_kb, floor_kb)} the floor; {floor_rss_says}",
+            f"fleet running, is {ratio(per_node_kb, floor_kb)} the floor; the kinds floor (the "
+            f"{FLOOR_PER_NODE} entity kinds a node has, nothing behind them) took "
+            f"{kinds_kb:.0f} KB per device; {floor_rss_says}",
         ),
         Target(
             "system_startup_restore",
@@ -746,8 +801,11 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"recorder {floor_extra['cpu_recorder']:+.2f}, executors "
             f"{floor_extra['cpu_other']:+.2f}), so ours is {cpu_ratio} "
             f"the floor, {startup_cpu - floor_extra['cpu']:+.2f} s above it: what our nodes "
-            "cost beyond 10 minimal entities (benchmarks/NOTES.md splits it by hand, one "
-            f"profiled start each); {floor_cpu_says}",
+            "cost beyond 10 minimal entities. The kinds floor (the "
+            f"{FLOOR_PER_NODE} entity kinds a node has, nothing behind them) costs "
+            f"{kinds_extra['cpu']:+.2f} s: ours is {ratio(startup_cpu, kinds_extra['cpu'])} of "
+            f"it, {startup_cpu - kinds_extra['cpu']:+.2f} s ours beyond the entity kinds "
+            f"(benchmarks/NOTES.md); {floor_cpu_says}",
         ),
     ]
     report(
@@ -823,7 +881,17 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             ),
             (
                 "Ours next to the floor (Home Assistant's own part)",
-                table(["per node", "ours", "floor", "ours ÷ floor"], rows_floor)
+                table(
+                    [
+                        "per node",
+                        "ours",
+                        "floor of our kinds",
+                        "floor",
+                        "ours ÷ kinds floor",
+                        "ours ÷ floor",
+                    ],
+                    rows_floor,
+                )
                 + f"\n\nThe floor: the empty home plus one entry of a minimal custom component "
                 f"(benchmarks/_floor_component, copied into the config dir) with {N:,} devices "
                 f"× {FLOOR_PER_NODE} `SensorEntity` (unique id, device info, entity name, a "
@@ -833,7 +901,13 @@ def write_report(r: dict[str, Any], wall: float) -> None:
                 "The floor has no traffic: its RSS is like for like with ours restored and "
                 "idle; the scored row of ours has the fleet running on top. The targets stay "
                 "scored on ours against the issue's limits; the floor shows how much of the "
-                "number Home Assistant itself costs for that many entities on devices.",
+                "number Home Assistant itself costs for that many entities on devices. The "
+                "floor of our kinds is the same component with `kinds: true` "
+                "(benchmarks/_floor_component/kinds.py): per device a connectivity binary "
+                "sensor, relay and LED switches, 5 readings with device class, unit and state "
+                "class, an event entity and a firmware update entity, with constant values and "
+                "no code of ours; what ours costs above it is our code (and our 6 disabled "
+                "registry entries per node), what it costs above the floor is the kinds.",
             ),
         ],
         wall,

@@ -76,9 +76,12 @@ def test_scripts_bench_quick_runs_everything_and_writes_the_summary(tmp_path: Pa
     assert "floor: bare `mqtt.async_subscribe` wildcard + JSON decode" in summary  # bench_hub
     assert "raw paho request → node → response" in summary  # bench_relay
     assert "CPU share of the hass process" in summary  # bench_system
-    # bench_system's floor ran in its own hass (its custom component loaded, its entities up).
+    # bench_system's floors ran in their own hass (its custom component loaded, its entities up).
     assert "Ours next to the floor (Home Assistant's own part)" in summary
     assert "floor: 20 devices restored, median of 1" in summary
+    # ... and so did the kinds floor (its five platforms, its last update entity up).
+    assert "kinds floor: 20 devices restored, median of 1" in summary
+    assert "floor of our kinds (a node's 10 entity kinds, nothing behind them)" in summary
     assert "confirmed relay ≤ 1.5× the raw MQTT round trip, p50" in summary
     # The committed results are untouched by a smoke run.
     after = (BENCH / "RESULTS.md").read_bytes() if (BENCH / "RESULTS.md").exists() else None

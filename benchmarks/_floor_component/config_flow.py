@@ -1,4 +1,5 @@
-"""One entry, created over the REST flow API with the number of devices (bench_system)."""
+"""One entry, created over the REST flow API with the number of devices and whether they have
+the kinds floor's entities (bench_system)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
 import voluptuous as vol
 
-from . import DOMAIN
+from . import CONF_KINDS, DOMAIN
 
 CONF_DEVICES = "devices"
 
@@ -21,8 +22,14 @@ class FloorConfigFlow(ConfigFlow, domain=DOMAIN):
         """Create the entry."""
         if user_input is None:
             return self.async_show_form(
-                step_id="user", data_schema=vol.Schema({vol.Required(CONF_DEVICES): int})
+                step_id="user",
+                data_schema=vol.Schema(
+                    {vol.Required(CONF_DEVICES): int, vol.Optional(CONF_KINDS, default=False): bool}
+                ),
             )
         await self.async_set_unique_id(DOMAIN)
         self._abort_if_unique_id_configured()
-        return self.async_create_entry(title="floor", data={CONF_DEVICES: user_input[CONF_DEVICES]})
+        return self.async_create_entry(
+            title="floor",
+            data={CONF_DEVICES: user_input[CONF_DEVICES], CONF_KINDS: user_input[CONF_KINDS]},
+        )

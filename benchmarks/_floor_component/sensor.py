@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from homeassistant.components.sensor import SensorEntity
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import DOMAIN
+from . import CONF_KINDS, floor_device
+from .kinds import add_kinds
 
 # What a node has enabled by default (tests/test_entity_footprint.py).
 FLOOR_PER_NODE = 10
@@ -32,15 +34,14 @@ class FloorSensor(SensorEntity):
         self._attr_device_info = device
 
 
-def floor_device(node: int, domain: str = DOMAIN) -> DeviceInfo:
-    """Device `node` of the floor (entity ids ``sensor.dev_<node>_value_<index>``)."""
-    return DeviceInfo(identifiers={(domain, f"dev{node}")}, name=f"Dev {node}")
-
-
 async def async_setup_entry(
     hass: HomeAssistant, entry: ConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
-    """``entry.data["devices"]`` devices with FLOOR_PER_NODE sensors each, added at once."""
+    """``entry.data["devices"]`` devices with FLOOR_PER_NODE sensors each, added at once (or,
+    with ``kinds``, the five readings of the kinds floor)."""
+    if entry.data.get(CONF_KINDS):
+        add_kinds(Platform.SENSOR, entry, async_add_entities)
+        return
     count: int = entry.data["devices"]
     devices = [floor_device(n) for n in range(count)]
     async_add_entities(
