@@ -36,7 +36,10 @@ Measured (wall clock, the hass process only, from /proc/<pid>/stat and /proc/<pi
    entity name and a value, the class bench_entity_cost's floor uses). Its config dir is the
    empty home plus that entry; its starts alternate with the empty and our restored starts,
    timed and split the same way; its RSS per device restored and idle is like for like with
-   ours restored and idle (it has no traffic). The targets stay scored on ours.
+   ours restored and idle (it has no traffic). A second floor, the same component with
+   ``kinds: true``, gives each device the 10 entity kinds a node has enabled instead
+   (``benchmarks/_floor_component/kinds.py``), started and measured the same way. The targets
+   stay scored on ours.
 """
 
 from __future__ import annotations
