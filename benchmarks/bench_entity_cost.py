@@ -31,14 +31,13 @@ from typing import Any
 
 from _benchlib import SMOKE, report, table
 from _floor_component import floor_device
-from _floor_component.kinds import kinds_entities
-from _floor_component.sensor import FLOOR_PER_NODE, FloorSensor
+from _floor_component.kinds import KIND_BUILDERS, Builders
+from _floor_component.sensor import FLOOR_PER_NODE, PLAIN_BUILDERS
 from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er
-from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.json import json_bytes
@@ -162,24 +161,9 @@ async def _ours(hass: HomeAssistant) -> dict[str, Any]:
     }
 
 
-def _plain_floor(node: int, device: DeviceInfo) -> dict[Platform, list[Entity]]:
-    return {Platform.SENSOR: [FloorSensor(node, k, device) for k in range(FLOOR_PER_NODE)]}
-
-
-async def _floor(
-    hass: HomeAssistant,
-    domain: str,
-    build: Callable[[int, DeviceInfo], dict[Platform, list[Entity]]],
-) -> dict[str, Any]:
-    """A floor's entry (``build``: one device's entities by platform), measured as ours is."""
+async def _floor(hass: HomeAssistant, domain: str, builders: Builders) -> dict[str, Any]:
+    """A floor's entry (``builders``: a device's entities of each platform), measured as ours."""
     by_platform: dict[Platform, list[Entity]] = {}
-
-    def build_all() -> None:
-        # New objects for each setup, as a restart makes them.
-        by_platform.clear()
-        for n in range(N):
-            for platform, entities in build(n, floor_device(n, domain)).items():
-                by_platform.setdefault(platform, []).extend(entities)
 
     def platform_setup(platform: Platform) -> Any:
         async def setup_platform(
@@ -190,12 +174,16 @@ async def _floor(
         return setup_platform
 
     async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-        build_all()
-        await hass.config_entries.async_forward_entry_setups(entry, list(by_platform))
+        # New objects for each setup, as a restart makes them.
+        by_platform.clear()
+        for platform, build in builders.items():
+            devices = (build(n, floor_device(n, domain)) for n in range(N))
+            by_platform[platform] = [entity for entities in devices for entity in entities]
+        await hass.config_entries.async_forward_entry_setups(entry, list(builders))
         return True
 
     async def unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-        return await hass.config_entries.async_unload_platforms(entry, list(by_platform))
+        return await hass.config_entries.async_unload_platforms(entry, list(builders))
 
     class FloorFlow(config_entries.ConfigFlow):
         VERSION = 1
@@ -203,7 +191,7 @@ async def _floor(
     mock_integration(
         hass, MockModule(domain, async_setup_entry=setup_entry, async_unload_entry=unload_entry)
     )
-    for platform in build(0, floor_device(0, domain)):
+    for platform in builders:
         mock_platform(
             hass,
             f"{domain}.{platform}",
@@ -268,8 +256,8 @@ async def test_bench_entity_cost(
     """Ours and the two floors, one after the other in the same Home Assistant."""
     columns = {
         "ours": await _ours(hass),
-        "kinds": await _floor(hass, "kinds", kinds_entities),
-        "floor": await _floor(hass, "floor", _plain_floor),
+        "kinds": await _floor(hass, "kinds", KIND_BUILDERS),
+        "floor": await _floor(hass, "floor", PLAIN_BUILDERS),
     }
     registry = {
         name: await _registry_entries(hass, hass_storage, column["entry"])

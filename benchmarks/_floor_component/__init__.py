@@ -15,17 +15,13 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .kinds import KIND_BUILDERS, Builders
 
 DOMAIN = "bench_floor"
 CONF_KINDS = "kinds"
 PLATFORMS = [Platform.SENSOR]
-KINDS_PLATFORMS = [
-    Platform.BINARY_SENSOR,
-    Platform.EVENT,
-    Platform.SENSOR,
-    Platform.SWITCH,
-    Platform.UPDATE,
-]
 
 
 def floor_device(node: int, domain: str = DOMAIN) -> DeviceInfo:
@@ -33,8 +29,21 @@ def floor_device(node: int, domain: str = DOMAIN) -> DeviceInfo:
     return DeviceInfo(identifiers={(domain, f"dev{node}")}, name=f"Dev {node}")
 
 
+def add_floor_entities(
+    builders: Builders,
+    platform: Platform,
+    entry: ConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """A platform's share of ``entry.data["devices"]`` devices, added at once."""
+    build = builders[platform]
+    async_add_entities(
+        [entity for n in range(entry.data["devices"]) for entity in build(n, floor_device(n))]
+    )
+
+
 def _platforms(entry: ConfigEntry) -> list[Platform]:
-    return KINDS_PLATFORMS if entry.data.get(CONF_KINDS) else PLATFORMS
+    return list(KIND_BUILDERS) if entry.data.get(CONF_KINDS) else PLATFORMS
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:

@@ -7,11 +7,12 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .kinds import add_kinds
+from . import add_floor_entities
+from .kinds import KIND_BUILDERS
 
 
 async def async_setup_entry(
     hass: HomeAssistant, entry: ConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
     """Every device's share of this platform."""
-    add_kinds(Platform.BINARY_SENSOR, entry, async_add_entities)
+    add_floor_entities(KIND_BUILDERS, Platform.BINARY_SENSOR, entry, async_add_entities)

@@ -6,7 +6,10 @@ unit and state class, an event entity and a firmware update entity (the last two
 state through Home Assistant's restore cache). Each class here carries the same Home
 Assistant-facing description as ours (device class, unit, state class, entity category,
 supported features, event types) and a constant value: no listener, no node data, no code of
-ours. What ours costs above this floor is our code; what this floor costs above FloorSensor is
+ours. The descriptions are copied from ours (update.py, switch.py, binary_sensor.py, event.py,
+the readings' metric specs) on purpose rather than imported: bench_system loads this component in
+a hass of its own, which must not import a line of our integration. What ours costs above this
+floor is our code; what this floor costs above FloorSensor is
 the entity kinds users rely on (benchmarks/NOTES.md). bench_entity_cost measures it in Home
 Assistant's test harness; bench_system in a real hass, as the entry this component makes with
 ``kinds: true``.
@@ -22,7 +25,6 @@ from homeassistant.components.event import EventEntity
 from homeassistant.components.sensor import SensorDeviceClass, SensorEntity, SensorStateClass
 from homeassistant.components.switch import SwitchDeviceClass, SwitchEntity
 from homeassistant.components.update import UpdateDeviceClass, UpdateEntity, UpdateEntityFeature
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import (
     EntityCategory,
     Platform,
@@ -34,9 +36,9 @@ from homeassistant.const import (
 )
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import floor_device
+# What makes one device's entities of a platform: (device number, its DeviceInfo) -> entities.
+Builders = dict[Platform, Callable[[int, DeviceInfo], list[Entity]]]
 
 # A node's readings in the fleets both benchmarks run: key, device class, unit, state class.
 READINGS = (
@@ -133,26 +135,12 @@ class KindUpdate(_Kind, UpdateEntity):
     _attr_latest_version = "1.0.0"
 
 
-# One device's entities of each platform: the ten a node has enabled.
-BUILDERS: dict[Platform, Callable[[int, DeviceInfo], list[Entity]]] = {
+# One device's entities of each platform: the ten a node has enabled (the platforms the kinds
+# floor's entry forwards, __init__.py).
+KIND_BUILDERS: Builders = {
     Platform.BINARY_SENSOR: lambda n, device: [KindConnectivity(n, "connectivity", device)],
-    Platform.SWITCH: lambda n, device: [KindRelay(n, "relay", device), KindLed(n, "led", device)],
-    Platform.SENSOR: lambda n, device: [KindReading(n, reading, device) for reading in READINGS],
     Platform.EVENT: lambda n, device: [KindEvent(n, "availability", device)],
+    Platform.SENSOR: lambda n, device: [KindReading(n, reading, device) for reading in READINGS],
+    Platform.SWITCH: lambda n, device: [KindRelay(n, "relay", device), KindLed(n, "led", device)],
     Platform.UPDATE: lambda n, device: [KindUpdate(n, "firmware", device)],
 }
-
-
-def kinds_entities(node: int, device: DeviceInfo) -> dict[Platform, list[Entity]]:
-    """The ten entities of device ``node``, by platform."""
-    return {platform: build(node, device) for platform, build in BUILDERS.items()}
-
-
-def add_kinds(
-    platform: Platform, entry: ConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
-) -> None:
-    """A platform's share of ``entry.data["devices"]`` devices (bench_system's kinds floor)."""
-    build = BUILDERS[platform]
-    async_add_entities(
-        [entity for n in range(entry.data["devices"]) for entity in build(n, floor_device(n))]
-    )

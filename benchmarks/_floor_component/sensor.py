@@ -13,8 +13,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import CONF_KINDS, floor_device
-from .kinds import add_kinds
+from . import CONF_KINDS, add_floor_entities
+from .kinds import KIND_BUILDERS, Builders
 
 # What a node has enabled by default (tests/test_entity_footprint.py).
 FLOOR_PER_NODE = 10
@@ -34,16 +34,16 @@ class FloorSensor(SensorEntity):
         self._attr_device_info = device
 
 
+# The plain floor's one platform: FLOOR_PER_NODE sensors on each device.
+PLAIN_BUILDERS: Builders = {
+    Platform.SENSOR: lambda n, device: [FloorSensor(n, k, device) for k in range(FLOOR_PER_NODE)]
+}
+
+
 async def async_setup_entry(
     hass: HomeAssistant, entry: ConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
     """``entry.data["devices"]`` devices with FLOOR_PER_NODE sensors each, added at once (or,
     with ``kinds``, the five readings of the kinds floor)."""
-    if entry.data.get(CONF_KINDS):
-        add_kinds(Platform.SENSOR, entry, async_add_entities)
-        return
-    count: int = entry.data["devices"]
-    devices = [floor_device(n) for n in range(count)]
-    async_add_entities(
-        [FloorSensor(n, k, devices[n]) for n in range(count) for k in range(FLOOR_PER_NODE)]
-    )
+    builders = KIND_BUILDERS if entry.data.get(CONF_KINDS) else PLAIN_BUILDERS
+    add_floor_entities(builders, Platform.SENSOR, entry, async_add_entities)
