@@ -636,6 +636,19 @@ def write_report(r: dict[str, Any], wall: float) -> None:
             f"{run['rss_kb'] / 1024:.0f} MB",
         ]
 
+    def difference_row(
+        label: str, run: dict[str, float], extra: dict[str, float], scored: bool = False
+    ) -> list[str]:
+        cpu = f"{extra['cpu']:+.2f} s"
+        return [
+            label,
+            "–",
+            f"{extra['wall']:+.2f} s ({run['wall'] / empty['wall']:.1f}×)",
+            f"**{cpu}**" if scored else cpu,
+            *(f"{extra[key]:+.2f} s" for key in CPU_PARTS),
+            "–",
+        ]
+
     rows_start = [
         *(start_row(f"home empty, start {i + 1}", run) for i, run in enumerate(r["starts_empty"])),
         *(
@@ -656,32 +669,9 @@ def write_report(r: dict[str, Any], wall: float) -> None:
         start_row(
             f"kinds floor: {N:,} devices restored, median of {len(r['starts_kinds'])}", kinds
         ),
-        [
-            "difference of the medians (the restore)",
-            "–",
-            f"{startup_extra:+.2f} s ({restored['wall'] / empty['wall']:.1f}×)",
-            f"**{startup_cpu:+.2f} s**",
-            f"{ours_extra['cpu_main']:+.2f} s",
-            f"{ours_extra['cpu_recorder']:+.2f} s",
-            f"{ours_extra['cpu_other']:+.2f} s",
-            "–",
-        ],
-        [
-            "floor: difference of the medians (its restore)",
-            "–",
-            f"{floor_extra['wall']:+.2f} s ({floor['wall'] / empty['wall']:.1f}×)",
-            f"{floor_extra['cpu']:+.2f} s",
-            *(f"{floor_extra[key]:+.2f} s" for key in CPU_PARTS),
-            "–",
-        ],
-        [
-            "kinds floor: difference of the medians (its restore)",
-            "–",
-            f"{kinds_extra['wall']:+.2f} s ({kinds['wall'] / empty['wall']:.1f}×)",
-            f"{kinds_extra['cpu']:+.2f} s",
-            *(f"{kinds_extra[key]:+.2f} s" for key in CPU_PARTS),
-            "–",
-        ],
+        difference_row("difference of the medians (the restore)", restored, ours_extra, True),
+        difference_row("floor: difference of the medians (its restore)", floor, floor_extra),
+        difference_row("kinds floor: difference of the medians (its restore)", kinds, kinds_extra),
     ]
 
     def floor_row(label: str, ours: float, kinds: float, floor: float, unit: str) -> list[str]:
