@@ -48,8 +48,9 @@ class HubAnnouncement:
         self.home_id = home_id
         self._topic = hub_status_topic(home_id)
         self._unsubscribe: list[CALLBACK_TYPE] = []
+        # Set while a probe awaits its echo: the announcement is still to come.
         self._retry: CALLBACK_TYPE | None = None
-        self._probes_left = 0  # > 0 while probing: the announcement is still to come
+        self._probes_left = 0  # probes still to send in this round, after the one awaited
 
     async def async_start(self) -> None:
         """Subscribe to our own announcement topic; announce now and after every reconnect."""
